@@ -1,0 +1,82 @@
+# Two commands on a fresh clone: `make run` and `make test`. Both bootstrap uv.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# uv on PATH, else the copy pip installs (`python3 -m uv`).
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+RUN := $(UV) run --frozen
+DATABASES = $(shell $(RUN) db list 2>/dev/null | cut -f1)
+m ?=
+
+.PHONY: help bootstrap install run test lint format typecheck pytest clean-data db-list
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z%_-]+:.*## / {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  (% is a database name: core, bibikos, or any lib registered with db_kit)"
+
+bootstrap: ## Install uv with pip if it is missing
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
+	  python3 -m pip install --quiet --user uv || \
+	  python3 -m pip install --quiet --user --break-system-packages uv
+
+install: bootstrap ## Create .venv with every workspace member and dev tool (uv.lock, frozen)
+	@UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --all-packages
+
+run: install ## Embedded PostgreSQL (if no URL is set), migrate every database, print status
+	@for db in $(DATABASES); do $(RUN) db $$db migrate || exit 1; done
+	@for db in $(DATABASES); do $(RUN) db $$db status || exit 1; done
+
+test: install lint typecheck pytest ## Lint, type-check and run the test suite (real PostgreSQL)
+
+lint: install ## ruff lint and format check
+	@$(RUN) ruff check .
+	@$(RUN) ruff format --check .
+
+format: install ## ruff fix and format
+	@$(RUN) ruff check --fix .
+	@$(RUN) ruff format .
+
+typecheck: install ## mypy (strict on libs/)
+	@$(RUN) mypy
+
+pytest: install ## Only the test suite
+	@$(RUN) pytest $(PYTEST_ARGS)
+
+db-list: install ## The databases the db CLI knows
+	@$(RUN) db list
+
+db-%-generate: install ## Autogenerate a revision: make db-core-generate m="add column"
+	@test -n "$(m)" || { echo 'usage: make $@ m="message"'; exit 2; }
+	@$(RUN) db $* generate -m "$(m)"
+
+db-%-create: install ## An empty revision to write by hand: make db-core-create m="..."
+	@test -n "$(m)" || { echo 'usage: make $@ m="message"'; exit 2; }
+	@$(RUN) db $* create -m "$(m)"
+
+db-%-migrate: install ## Development: upgrade to head
+	@$(RUN) db $* migrate
+
+db-%-deploy: install ## Production: upgrade to head, refuse on drift
+	@$(RUN) db $* deploy
+
+db-%-status: install ## Current vs head, pending revisions, drift
+	@$(RUN) db $* status
+
+db-%-history: install ## Every revision
+	@$(RUN) db $* history
+
+db-%-downgrade: install ## Development: downgrade, make db-core-downgrade rev=-1
+	@$(RUN) db $* downgrade "$(or $(rev),-1)"
+
+db-%-reset: install ## Development: drop and rebuild (asks)
+	@$(RUN) db $* reset
+
+db-%-push: install ## Development: apply model changes without a revision
+	@$(RUN) db $* push
+
+db-%-seed: install ## Development seed data
+	@$(RUN) db $* seed
+
+clean-data: ## Stop the embedded PostgreSQL and delete .data/
+	@if [ -d .data/postgres/pgdata ]; then $(RUN) python -c "from db_kit.embedded import EmbeddedPostgres; from pathlib import Path; EmbeddedPostgres(Path('.data/postgres')).stop()"; fi
+	@rm -rf .data

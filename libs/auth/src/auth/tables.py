@@ -1,0 +1,173 @@
+"""Auth tables, defined once as declarative mixins.
+
+Each db lib composes these into its own declarative base
+(``class AuthUser(AuthUserTable, Base): pass``), so core_db and bibikos_db share one
+definition. Mixins carry no relationships: feature services query explicitly.
+
+A Constraint belongs to one Table, so ``__table_args__`` is a ``declared_attr`` that
+builds fresh objects for each db lib that composes the mixin.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    func,
+    true,
+)
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
+
+
+class AuthUserTable:
+    """A person who can sign in, by password or through a linked provider."""
+
+    __tablename__ = "auth_users"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    # Stored lowercase (see the CHECK) so the unique constraint is case-insensitive.
+    email: Mapped[str] = mapped_column(String(320), unique=True, nullable=False)
+    username: Mapped[str | None] = mapped_column(String(50), unique=True, nullable=True)
+    # NULL for users who only ever signed in through a provider.
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=true())
+    email_verified: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
+    )
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[Any, ...]:
+        return (CheckConstraint("email = lower(email)", name="email_lowercase"),)
+
+
+class UserProfileTable:
+    """Public profile of a user; at most one per user."""
+
+    __tablename__ = "user_profiles"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        BigInteger,
+        ForeignKey("auth_users.id", ondelete="CASCADE"),
+        unique=True,
+        nullable=False,
+    )
+    display_name: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    bio: Mapped[str | None] = mapped_column(Text, nullable=True)
+    avatar_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    # BCP 47 tag (at most 35 characters), e.g. "en-GB".
+    locale: Mapped[str | None] = mapped_column(String(35), nullable=True)
+    # IANA zone name, e.g. "Europe/Athens".
+    timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
+    )
+
+
+class ProviderTable:
+    """An external identity (OAuth/OIDC account) linked to a user."""
+
+    __tablename__ = "auth_providers"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        BigInteger,
+        ForeignKey("auth_users.id", ondelete="CASCADE"),
+        index=True,
+        nullable=False,
+    )
+    # Provider key such as "google" or "github".
+    provider: Mapped[str] = mapped_column(String(50), nullable=False)
+    provider_user_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    # Email as reported by the provider; may differ from the user's own.
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    linked_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[Any, ...]:
+        return (UniqueConstraint("provider", "provider_user_id"),)
+
+
+class RoleTable:
+    """A named set of permissions, such as ``admin``."""
+
+    __tablename__ = "roles"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(String(50), unique=True, nullable=False)
+    description: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class UserRoleTable:
+    """Grants a role to a user; the pair is the primary key."""
+
+    __tablename__ = "user_roles"
+
+    user_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("auth_users.id", ondelete="CASCADE"), primary_key=True
+    )
+    # Deleting a role revokes it from everyone who held it.
+    role_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    assigned_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class AuthSessionTable:
+    """An opaque login session; only a hash of the token is stored."""
+
+    __tablename__ = "auth_sessions"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        BigInteger,
+        ForeignKey("auth_users.id", ondelete="CASCADE"),
+        index=True,
+        nullable=False,
+    )
+    # Hex SHA-256 of the session token.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    # Indexed so a purge job can find expired sessions without a full scan.
+    expires_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), index=True, nullable=False
+    )
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+__all__ = [
+    "AuthSessionTable",
+    "AuthUserTable",
+    "ProviderTable",
+    "RoleTable",
+    "UserProfileTable",
+    "UserRoleTable",
+]

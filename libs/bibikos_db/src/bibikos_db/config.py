@@ -1,0 +1,15 @@
+"""How the toolkit finds the bibikos database's settings, models and migrations."""
+
+from __future__ import annotations
+
+from bibikos_db.settings import BibikosSettings
+from db_kit.config import DatabaseConfig
+
+CONFIG = DatabaseConfig(
+    name="bibikos",
+    settings_class=BibikosSettings,
+    models="bibikos_db.models",
+    migrations="bibikos_db.migrations",
+    seed="bibikos_db.seed:seed",
+    description="bibikos_api's database (gym): `BIBIKOS_DATABASE_URL`.",
+)

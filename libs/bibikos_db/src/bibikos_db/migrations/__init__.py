@@ -1,0 +1,1 @@
+"""Alembic migrations of the bibikos database (shipped inside the package)."""

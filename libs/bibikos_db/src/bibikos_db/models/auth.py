@@ -1,0 +1,37 @@
+"""The auth models of bibikos_db, composed from the mixins in ``auth.tables``."""
+
+from __future__ import annotations
+
+from auth.tables import (
+    AuthSessionTable,
+    AuthUserTable,
+    ProviderTable,
+    RoleTable,
+    UserProfileTable,
+    UserRoleTable,
+)
+from bibikos_db.models.base import Base
+
+
+class AuthUser(AuthUserTable, Base):
+    pass
+
+
+class UserProfile(UserProfileTable, Base):
+    pass
+
+
+class Provider(ProviderTable, Base):
+    pass
+
+
+class Role(RoleTable, Base):
+    pass
+
+
+class UserRole(UserRoleTable, Base):
+    pass
+
+
+class AuthSession(AuthSessionTable, Base):
+    pass

@@ -1,0 +1,115 @@
+"""The Alembic ``env.py`` body every db lib shares.
+
+A db lib's ``migrations/env.py`` is two lines::
+
+    from db_kit.alembic_env import run_env
+    run_env("core_db.config:CONFIG")
+
+The connection may be handed in through ``config.attributes["connection"]`` (the CLI, the
+tenant runner, pytest-alembic); otherwise one is opened from the db lib's settings.
+Each revision runs in its own transaction, under a PostgreSQL advisory lock, so two deploys
+at once apply the revisions once.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from alembic import context
+from alembic.operations.ops import MigrationScript
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, text
+
+from db_kit.config import DatabaseConfig, _import
+from db_kit.engine import build_admin_engine
+
+LOCK_CLASS = 0x4442  # first key of every lock this toolkit takes ("DB")
+
+
+def lock_key(version_table: str, schema: str | None = None) -> int:
+    """Second advisory-lock key: one lock per version table (per schema)."""
+    return zlib.crc32(f"{schema or ''}.{version_table}".encode()) & 0x7FFFFFFF
+
+
+@contextmanager
+def migration_lock(connection: Connection, key: int) -> Iterator[None]:
+    """Hold the migration advisory lock on ``connection`` for the block.
+
+    Inside a caller's transaction the lock is transaction-scoped; otherwise it is taken at
+    session level and the connection is left outside any transaction for Alembic.
+    """
+    if connection.in_transaction() and connection.get_transaction() is not None:
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(:c, :k)"), {"c": LOCK_CLASS, "k": key}
+        )
+        yield
+        return
+    connection.execute(text("SELECT pg_advisory_lock(:c, :k)"), {"c": LOCK_CLASS, "k": key})
+    connection.commit()
+    try:
+        yield
+    finally:
+        if connection.in_transaction():
+            connection.rollback()
+        connection.execute(text("SELECT pg_advisory_unlock(:c, :k)"), {"c": LOCK_CLASS, "k": key})
+        connection.commit()
+
+
+def _skip_empty(ctx: MigrationContext, revision: Any, directives: list[MigrationScript]) -> None:
+    # Autogenerate with no model change writes nothing; the CLI reports it.
+    script = directives[0]
+    if script.upgrade_ops is not None and script.upgrade_ops.is_empty():
+        directives[:] = []
+        ctx.config.attributes["empty_autogenerate"] = True  # type: ignore[union-attr]
+
+
+def configure_options(db: DatabaseConfig) -> dict[str, Any]:
+    """Options shared by migrations, autogenerate and drift checks."""
+    return {
+        "target_metadata": db.metadata,
+        "version_table": db.version_table,
+        "compare_type": True,
+        "compare_server_default": True,
+    }
+
+
+def _run_online(connection: Connection, db: DatabaseConfig) -> None:
+    with migration_lock(connection, lock_key(db.version_table)):
+        context.configure(
+            connection=connection,
+            transaction_per_migration=True,
+            process_revision_directives=_skip_empty,
+            **configure_options(db),
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+def run_env(config_path: str) -> None:
+    """Run the current Alembic command for the database described at ``config_path``."""
+    cfg = context.config
+    db: DatabaseConfig = cfg.attributes.get("database_config") or _import(config_path)
+    if context.is_offline_mode():
+        url = db.settings().validated_url()
+        context.configure(
+            url=url.render_as_string(hide_password=False) if url else "postgresql+psycopg://",
+            literal_binds=True,
+            dialect_opts={"paramstyle": "named"},
+            **configure_options(db),
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    connection: Connection | None = cfg.attributes.get("connection")
+    if connection is not None:
+        _run_online(connection, db)
+        return
+    engine = build_admin_engine(db.settings())
+    try:
+        with engine.connect() as conn:
+            _run_online(conn, db)
+    finally:
+        engine.dispose()

@@ -1,0 +1,238 @@
+"""The ``db`` command: one sub-command group per database library.
+
+Database libraries register a ``DatabaseConfig`` under the ``db_kit.databases`` entry-point
+group, so a new database appears here (and in the Makefile's pattern rules) with no edit.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Annotated, Any, TypeVar
+
+import typer
+from alembic.util import CommandError
+from rich.console import Console
+from rich.table import Table
+
+from db_kit.config import DatabaseConfig
+from db_kit.migrations import Migrator
+from db_shared.errors import DatabaseError
+
+ENTRY_POINT_GROUP = "db_kit.databases"
+F = TypeVar("F", bound=Callable[..., Any])
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False)
+
+
+def discover() -> dict[str, DatabaseConfig]:
+    """Every database config installed in this environment, by name."""
+    found: dict[str, DatabaseConfig] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        config = ep.load()
+        if not isinstance(config, DatabaseConfig):
+            continue
+        found[config.name] = config
+    return dict(sorted(found.items()))
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn db_shared errors into one red line and exit code 1, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except DatabaseError as exc:
+            _fail(str(exc))
+        except CommandError as exc:
+            hint = ""
+            if "not up to date" in str(exc):
+                hint = " Apply the pending revisions first (`db NAME migrate`), then generate."
+            _fail(f"{str(exc).rstrip('.')}.{hint}")
+        except Exception as exc:
+            from db_kit.errors import translate
+
+            mapped = translate(exc)
+            if mapped is None:
+                raise
+            _fail(str(mapped))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _revs(revs: tuple[str, ...]) -> str:
+    return ", ".join(revs) if revs else "(empty database)"
+
+
+def database_app(db: DatabaseConfig) -> typer.Typer:
+    """The sub-commands of one database."""
+    app = typer.Typer(
+        help=db.description or f"Migrations and data of the {db.name} database.",
+        no_args_is_help=True,
+    )
+    name = db.name
+
+    @app.command()
+    @handle_errors
+    def generate(
+        message: Annotated[str, typer.Option("-m", "--message", help="Revision message.")],
+    ) -> None:
+        """Autogenerate a revision from the models (writes nothing when nothing changed)."""
+        script = Migrator(db).generate(message)
+        if script is None:
+            console.print(
+                f"No changes between the {name} models and its database; no revision written."
+            )
+            return
+        console.print(f"Wrote revision {script.revision}: {script.path}")
+        console.print(f"Review it, then run `db {name} migrate`.")
+
+    @app.command()
+    @handle_errors
+    def create(
+        message: Annotated[str, typer.Option("-m", "--message", help="Revision message.")],
+    ) -> None:
+        """Create an empty revision to write by hand."""
+        script = Migrator(db).create(message)
+        console.print(f"Wrote empty revision {script.revision}: {script.path}")
+
+    @app.command()
+    @handle_errors
+    def migrate() -> None:
+        """Development: upgrade the database to head."""
+        before, after = Migrator(db).upgrade("head")
+        if before == after:
+            console.print(f"{name}: already at head ({_revs(after)}); nothing to do.")
+        else:
+            console.print(f"{name}: upgraded {_revs(before)} -> {_revs(after)}.")
+
+    @app.command()
+    @handle_errors
+    def deploy() -> None:
+        """Production: upgrade to head, refusing when models and migrations disagree."""
+        before, after = Migrator(db).deploy()
+        if before == after:
+            console.print(f"{name}: already at head ({_revs(after)}); nothing to do.")
+        else:
+            console.print(f"{name}: deployed {_revs(before)} -> {_revs(after)}.")
+
+    @app.command()
+    @handle_errors
+    def status() -> None:
+        """Current revision, head, pending revisions and drift from the models."""
+        migrator = Migrator(db)
+        st = migrator.status()
+        console.print(f"[bold]{name}[/] at {migrator.settings.safe_url()}")
+        console.print(f"  current: {_revs(st.current)}")
+        console.print(f"  head:    {_revs(st.heads)}")
+        if st.pending:
+            console.print(f"  pending: {len(st.pending)} revision(s)")
+            for rev in st.pending:
+                console.print(f"    {rev.revision}  {rev.message}")
+        else:
+            console.print("  pending: none")
+        if st.drift:
+            console.print(f"  drift:   {len(st.drift)} difference(s) between models and database")
+            for line in st.drift:
+                console.print(f"    {line}")
+        elif not st.pending:
+            console.print("  drift:   none")
+        if st.pending or st.drift:
+            raise typer.Exit(3)
+
+    @app.command()
+    @handle_errors
+    def history() -> None:
+        """Every revision, newest first, with the current one marked."""
+        migrator = Migrator(db)
+        with migrator.connect() as conn:
+            revisions = migrator.history(conn)
+        table = Table("revision", "down", "message", "")
+        for rev in revisions:
+            marks = " ".join(
+                m for m, on in (("current", rev.is_current), ("head", rev.is_head)) if on
+            )
+            table.add_row(rev.revision, rev.down_revision or "base", rev.message, marks)
+        console.print(table)
+
+    @app.command()
+    @handle_errors
+    def downgrade(
+        revision: Annotated[str, typer.Argument(help="Target revision, e.g. -1 or base.")],
+        yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    ) -> None:
+        """Development: downgrade to REVISION (asks first; may drop data)."""
+        migrator = Migrator(db)
+        migrator.guard_development("downgrade")
+        if not yes and not typer.confirm(f"Downgrade {name} to {revision}? Data may be lost."):
+            _fail("aborted; nothing changed.")
+        before, after = migrator.downgrade(revision)
+        console.print(f"{name}: downgraded {_revs(before)} -> {_revs(after)}.")
+
+    @app.command()
+    @handle_errors
+    def reset(
+        yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    ) -> None:
+        """Development: drop everything and migrate from scratch (asks first)."""
+        migrator = Migrator(db)
+        migrator.guard_development("reset")
+        if not yes and not typer.confirm(f"Drop every table of {name} and rebuild it?"):
+            _fail("aborted; nothing changed.")
+        migrator.reset()
+        console.print(f"{name}: reset and migrated to head.")
+
+    @app.command()
+    @handle_errors
+    def push() -> None:
+        """Development: apply model changes without a revision (prototyping)."""
+        applied = Migrator(db).push()
+        if not applied:
+            console.print(f"{name}: the database already matches the models.")
+            return
+        console.print(f"{name}: applied {len(applied)} change(s): {', '.join(applied)}.")
+        console.print(
+            "The database now differs from the migrations: generate a revision before shipping."
+        )
+
+    @app.command()
+    @handle_errors
+    def seed() -> None:
+        """Insert the development seed data (idempotent)."""
+        Migrator(db).seed()
+        console.print(f"{name}: seeded.")
+
+    return app
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        help="Database commands of this workspace: one group per database library.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+    )
+    databases = discover()
+    for name, db in databases.items():
+        app.add_typer(database_app(db), name=name)
+
+    @app.command("list")
+    def list_databases() -> None:
+        """The databases this workspace knows."""
+        for name, db in databases.items():
+            console.print(f"{name}\t{db.settings_class.url_variable}\t{db.description}")
+
+    return app
+
+
+def main() -> None:
+    app = build_app()
+    sys.exit(app())

@@ -1,0 +1,71 @@
+"""One object per database naming its settings, models, migrations and version table."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import MetaData
+from sqlalchemy.orm import DeclarativeBase, Session
+
+from db_kit.settings import DatabaseSettings
+
+
+def _import(path: str) -> Any:
+    module, _, attr = path.partition(":")
+    obj = importlib.import_module(module)
+    return getattr(obj, attr) if attr else obj
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """Everything the toolkit needs to know about one database library.
+
+    ``models`` names a module exporting ``Base`` (its declarative base) after importing every
+    model file; it is imported lazily so reading the config never maps classes.
+    """
+
+    name: str
+    settings_class: type[DatabaseSettings]
+    models: str
+    migrations: str
+    version_table: str = "alembic_version"
+    seed: str | None = None
+    description: str = ""
+    _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def settings(self) -> DatabaseSettings:
+        """The settings, read once per process (``reset()`` rereads them)."""
+        if "settings" not in self._cache:
+            self._cache["settings"] = self.settings_class.load()
+        settings: DatabaseSettings = self._cache["settings"]
+        return settings
+
+    def reset(self) -> None:
+        """Forget cached settings (tests change the environment between cases)."""
+        self._cache.pop("settings", None)
+
+    @cached_property
+    def base(self) -> type[DeclarativeBase]:
+        base: type[DeclarativeBase] = _import(self.models).Base
+        return base
+
+    @property
+    def metadata(self) -> MetaData:
+        return self.base.metadata
+
+    @property
+    def migrations_dir(self) -> Path:
+        module = importlib.import_module(self.migrations)
+        assert module.__file__ is not None
+        return Path(module.__file__).parent
+
+    def seed_function(self) -> Callable[[Session], None] | None:
+        if self.seed is None:
+            return None
+        fn: Callable[[Session], None] = _import(self.seed)
+        return fn

@@ -1,0 +1,91 @@
+"""One factory that builds a database's async and sync engines from its settings."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+from db_kit.settings import DatabaseSettings, Environment
+
+
+@dataclass(frozen=True)
+class Engines:
+    """Both engines of one database and their session makers."""
+
+    url: URL
+    async_engine: AsyncEngine
+    sync_engine: Engine
+    async_sessions: async_sessionmaker[AsyncSession]
+    sync_sessions: sessionmaker[Session]
+
+
+def connect_args(settings: DatabaseSettings) -> dict[str, Any]:
+    """psycopg connection arguments: connect timeout, statement timeout, application name."""
+    options = f"-c statement_timeout={settings.statement_timeout_ms}"
+    return {
+        "connect_timeout": settings.connect_timeout,
+        "options": options,
+        "application_name": settings.application_name,
+    }
+
+
+def engine_kwargs(settings: DatabaseSettings, *, pooled: bool = True) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "connect_args": connect_args(settings),
+        "echo": settings.echo,
+        "hide_parameters": settings.environment is Environment.PRODUCTION,
+    }
+    if pooled:
+        kwargs.update(
+            pool_size=settings.pool_size,
+            max_overflow=settings.max_overflow,
+            pool_timeout=settings.pool_timeout,
+            pool_recycle=settings.pool_recycle,
+            pool_pre_ping=settings.pool_pre_ping,
+        )
+    else:
+        kwargs["poolclass"] = NullPool
+    return kwargs
+
+
+def build_engines(settings: DatabaseSettings, url: URL | None = None) -> Engines:
+    """Create (but do not connect) the engines of one database.
+
+    ``url`` defaults to the settings' resolved URL, which may start the embedded server.
+    """
+    target = url if url is not None else settings.resolved_url()
+    async_engine = create_async_engine(target, **engine_kwargs(settings))
+    sync_engine = create_engine(target, **engine_kwargs(settings))
+    return Engines(
+        url=target,
+        async_engine=async_engine,
+        sync_engine=sync_engine,
+        async_sessions=async_sessionmaker(async_engine, expire_on_commit=False),
+        sync_sessions=sessionmaker(sync_engine, expire_on_commit=False),
+    )
+
+
+def build_admin_engine(settings: DatabaseSettings, url: URL | None = None) -> Engine:
+    """A pool-less sync engine for migrations and one-off CLI work."""
+    target = url if url is not None else settings.resolved_url()
+    return create_engine(target, **engine_kwargs(settings, pooled=False))
+
+
+def configure_logging(settings: DatabaseSettings) -> None:
+    """SQL at INFO in development when echo is on, errors only in production."""
+    level = logging.WARNING
+    if settings.environment is Environment.PRODUCTION:
+        level = logging.ERROR
+    logging.getLogger("sqlalchemy.engine").setLevel(logging.INFO if settings.echo else level)

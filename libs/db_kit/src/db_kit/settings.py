@@ -1,0 +1,181 @@
+"""Settings every db lib inherits: one class per database, each naming its URL variable.
+
+A db lib declares::
+
+    class CoreSettings(DatabaseSettings):
+        model_config = settings_config(env_prefix="CORE_DB_")
+        url: str | None = url_field("DATABASE_URL")
+
+Values come from the environment, then from the workspace root's ``.env``.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from db_shared.errors import ConfigurationError
+
+S = TypeVar("S", bound="DatabaseSettings")
+
+DRIVER = "postgresql+psycopg"
+_ACCEPTED_SCHEMES = {"postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg_async"}
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+def workspace_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: cwd) holding ``uv.lock``.
+
+    ``DB_WORKSPACE_ROOT`` overrides the search (containers, installed packages).
+    """
+    override = os.environ.get("DB_WORKSPACE_ROOT")
+    if override:
+        return Path(override).resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in [here, *here.parents]:
+        if (folder / "uv.lock").exists():
+            return folder
+    return here
+
+
+def dotenv_path() -> Path:
+    """The ``.env`` file settings read (it need not exist)."""
+    return workspace_root() / ".env"
+
+
+def settings_config(env_prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(
+        env_prefix=env_prefix,
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+
+def url_field(variable: str) -> Any:
+    """The URL field of a db lib's settings, read from ``variable`` (no prefix)."""
+    return Field(default=None, validation_alias=AliasChoices(variable), repr=False)
+
+
+class DatabaseSettings(BaseSettings):
+    """Connection, pool and logging settings of one database."""
+
+    model_config = settings_config(env_prefix="DB_")
+
+    url_variable: ClassVar[str] = "DATABASE_URL"
+    # Name of the database the embedded development server creates for this lib.
+    embedded_database: ClassVar[str] = "app"
+
+    url: str | None = Field(default=None, repr=False)
+    environment: Environment = Field(
+        default=Environment.DEVELOPMENT,
+        validation_alias=AliasChoices("ENVIRONMENT", "APP_ENV"),
+    )
+    pool_size: int = Field(default=5, ge=1, le=1000)
+    max_overflow: int = Field(default=10, ge=0, le=1000)
+    pool_timeout: float = Field(default=10.0, gt=0)
+    pool_recycle: int = Field(default=1800, ge=-1)
+    pool_pre_ping: bool = True
+    connect_timeout: int = Field(default=5, ge=1, le=600)
+    statement_timeout_ms: int = Field(default=30_000, ge=0)
+    echo_sql: bool | None = None
+    application_name: str = "data-layer"
+    # Where the embedded development server keeps its data (relative to the workspace root).
+    embedded_data_dir: str = ".data/postgres"
+
+    @classmethod
+    def load(cls: type[S], **overrides: Any) -> S:
+        """Read settings from the environment and the root ``.env``, with clear errors."""
+        env_file = dotenv_path()
+        try:
+            settings = cls(_env_file=env_file if env_file.exists() else None, **overrides)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise ConfigurationError(
+                f"Invalid {cls.__name__} ({problems}). Read from the environment and {env_file}."
+            ) from None
+        settings.validated_url()  # fail at load time, not at first query
+        return settings
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment is Environment.PRODUCTION
+
+    @property
+    def echo(self) -> bool:
+        if self.echo_sql is not None:
+            return self.echo_sql
+        return self.environment is Environment.DEVELOPMENT and bool(os.environ.get("DB_ECHO"))
+
+    def validated_url(self) -> URL | None:
+        """The configured URL normalised to psycopg 3, or None to use the embedded server.
+
+        Raises ``ConfigurationError`` naming the variable, the ``.env`` file and an example;
+        the password is never part of the message.
+        """
+        variable = self.url_variable
+        example = f"{variable}=postgresql://user:password@localhost:5432/{self.embedded_database}"
+        where = f"the environment or {dotenv_path()}"
+        if self.url is None or not self.url.strip():
+            if self.is_production:
+                raise ConfigurationError(
+                    f"{variable} is not set and ENVIRONMENT=production, so no embedded server "
+                    f"is started. Set it in {where}, e.g. {example}"
+                )
+            return None
+        try:
+            url = make_url(self.url.strip())
+        except ArgumentError:
+            raise ConfigurationError(
+                f"{variable} is not a valid database URL (looked in {where}). "
+                f"Expected the form {example}"
+            ) from None
+        shown = url.render_as_string(hide_password=True)
+        if url.drivername not in _ACCEPTED_SCHEMES:
+            raise ConfigurationError(
+                f"{variable} uses the driver '{url.drivername}' ({shown}), but this project "
+                f"talks to PostgreSQL through psycopg 3. Use postgresql:// or "
+                f"postgresql+psycopg:// (looked in {where}), e.g. {example}"
+            )
+        if not url.database:
+            raise ConfigurationError(
+                f"{variable} names no database ({shown}); add it after the host, e.g. {example}"
+            )
+        if self.is_production and url.password in {"password", "changeme", "postgres"}:
+            raise ConfigurationError(
+                f"{variable} uses a placeholder password in production ({shown}). "
+                f"Set a real secret in {where}."
+            )
+        return url.set(drivername=DRIVER)
+
+    def resolved_url(self) -> URL:
+        """The URL to connect to, starting the embedded development server when unset."""
+        url = self.validated_url()
+        if url is not None:
+            return url
+        from db_kit.embedded import EmbeddedPostgres
+
+        server = EmbeddedPostgres(workspace_root() / self.embedded_data_dir)
+        return make_url(server.ensure_database(self.embedded_database))
+
+    def safe_url(self) -> str:
+        """The URL for messages and logs, password masked."""
+        url = self.validated_url()
+        if url is None:
+            return f"embedded PostgreSQL ({self.embedded_data_dir}/{self.embedded_database})"
+        return url.render_as_string(hide_password=True)

@@ -1,0 +1,194 @@
+"""pytest plugin: a real PostgreSQL for every test run, never the development databases.
+
+Server, in order of preference:
+
+1. ``TEST_DATABASE_URL`` (any PostgreSQL the tests may create databases on);
+2. testcontainers, when a Docker engine answers;
+3. the embedded PostgreSQL wheel, in a temporary folder, stopped when the run ends.
+
+Each run creates its own databases on that server; at start every installed database
+library's URL variable is pointed at a run-specific database so nothing falls through to
+``.data/`` or to a URL in ``.env``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy.engine import URL, make_url
+
+from db_kit.settings import DRIVER
+
+
+@dataclass
+class PostgresServer:
+    """The server a test run uses and how it was obtained."""
+
+    admin_url: URL
+    source: str
+    created: list[str] = field(default_factory=list)
+
+    def _admin(self) -> psycopg.Connection[tuple[object, ...]]:
+        u = self.admin_url
+        return psycopg.connect(
+            host=u.host, port=u.port, user=u.username, password=u.password,
+            dbname=u.database or "postgres", autocommit=True, connect_timeout=10,
+        )  # fmt: skip
+
+    def create_database(self, prefix: str = "t") -> URL:
+        """A new empty database on this server; dropped when the run ends."""
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}".lower()
+        with self._admin() as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        self.created.append(name)
+        return self.admin_url.set(database=name)
+
+    def drop_database(self, url: URL | str) -> None:
+        name = make_url(url).database or ""
+        with self._admin() as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+        with contextlib.suppress(ValueError):
+            self.created.remove(name or "")
+
+    def drop_all(self) -> None:
+        for name in list(self.created):
+            with contextlib.suppress(psycopg.Error):
+                self.drop_database(self.admin_url.set(database=name))
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        client.ping()
+        return True
+    except Exception:
+        return False
+
+
+def _watchdog(pid: int, pgdata: Path, pg_ctl: Path, user: str | None) -> None:
+    """Stop the test server when the pytest process ends, however it ends."""
+    stop = f"{pg_ctl} -D {pgdata} -m immediate stop"
+    if user:
+        stop = f"su -s /bin/sh {user} -c '{stop}'"
+    script = f"while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1"
+    subprocess.Popen(
+        ["/bin/sh", "-c", script],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+@contextlib.contextmanager
+def start_server(tmp_dir: Path) -> Iterator[PostgresServer]:
+    """Yield a PostgreSQL server following the order of preference above."""
+    env_url = os.environ.get("TEST_DATABASE_URL")
+    if env_url:
+        url = make_url(env_url).set(drivername=DRIVER)
+        yield PostgresServer(url, "TEST_DATABASE_URL")
+        return
+    if os.environ.get("DB_TEST_NO_DOCKER") != "1" and _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:17-alpine", driver="psycopg") as container:
+            yield PostgresServer(make_url(container.get_connection_url()), "testcontainers")
+        return
+    from db_kit.embedded import SYSTEM_USER, EmbeddedPostgres, _bin_dir
+
+    server = EmbeddedPostgres(tmp_dir)
+    server.start()
+    _watchdog(
+        os.getpid(),
+        server.pgdata,
+        _bin_dir() / "pg_ctl",
+        SYSTEM_USER if os.geteuid() == 0 else None,
+    )
+    try:
+        yield PostgresServer(make_url(server.url("postgres")), f"embedded ({tmp_dir})")
+    finally:
+        server.destroy()
+
+
+def _installed_databases() -> dict[str, object]:
+    try:
+        from db_kit.cli import discover
+    except Exception:
+        return {}
+    return dict(discover())
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """The run's PostgreSQL server (see module docstring for how it is chosen)."""
+    with start_server(tmp_path_factory.mktemp("postgres")) as server:
+        try:
+            yield server
+        finally:
+            server.drop_all()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolate_database_urls(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Point every db lib at a run-specific database; never the development ones."""
+    os.environ.setdefault("ENVIRONMENT", "test")
+    configs = _installed_databases()
+    if not configs:
+        yield
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    saved = {}
+    for name, config in configs.items():
+        variable = config.settings_class.url_variable  # type: ignore[attr-defined]
+        saved[variable] = os.environ.get(variable)
+        os.environ[variable] = server.create_database(f"run_{name}").render_as_string(
+            hide_password=False
+        )
+        config.reset()  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        for variable, value in saved.items():
+            if value is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = value
+
+
+@pytest.fixture
+def fresh_database(postgres_server: PostgresServer) -> Iterator[Callable[..., URL]]:
+    """Factory of empty databases, dropped after the test."""
+    made: list[URL] = []
+
+    def make(prefix: str = "t") -> URL:
+        url = postgres_server.create_database(prefix)
+        made.append(url)
+        return url
+
+    yield make
+    for url in made:
+        with contextlib.suppress(psycopg.Error):
+            postgres_server.drop_database(url)
+
+
+def url_string(url: URL) -> str:
+    """The URL with its password, for environment variables of subprocesses."""
+    return url.render_as_string(hide_password=False)
+
+
+def python_executable() -> str:
+    return sys.executable

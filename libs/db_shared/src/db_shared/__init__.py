@@ -1,0 +1,50 @@
+"""Protocols, the DATABASE token and the error types shared by every database library.
+
+Feature modules import this package and nothing else of the data layer.
+"""
+
+from db_shared.errors import (
+    CheckViolationError,
+    ConfigurationError,
+    DatabaseError,
+    DatabaseUnavailableError,
+    DeadlockDetectedError,
+    DuplicateEntryError,
+    ForeignKeyViolationError,
+    IntegrityViolationError,
+    NotFoundError,
+    NotNullViolationError,
+    RetryableError,
+    SerializationFailureError,
+    UnboundTokenError,
+)
+from db_shared.protocols import Database
+from db_shared.token import Token
+
+DATABASE: Token[Database] = Token(
+    "DATABASE",
+    Database,  # type: ignore[type-abstract]
+    bind_hint=(
+        "Bind the app's database at start-up, e.g. "
+        "`registry.register_value(DATABASE, core_db.database)` in the FastAPI lifespan."
+    ),
+)
+
+__all__ = [
+    "DATABASE",
+    "CheckViolationError",
+    "ConfigurationError",
+    "Database",
+    "DatabaseError",
+    "DatabaseUnavailableError",
+    "DeadlockDetectedError",
+    "DuplicateEntryError",
+    "ForeignKeyViolationError",
+    "IntegrityViolationError",
+    "NotFoundError",
+    "NotNullViolationError",
+    "RetryableError",
+    "SerializationFailureError",
+    "Token",
+    "UnboundTokenError",
+]

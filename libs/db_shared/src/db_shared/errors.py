@@ -1,0 +1,99 @@
+"""The error hierarchy every database library raises and every app maps to HTTP.
+
+Drivers never leak past a db lib: db_kit translates psycopg errors by SQLSTATE into
+these types and always chains the original (``raise ... from exc``).
+"""
+
+from __future__ import annotations
+
+
+class DatabaseError(Exception):
+    """Base class of every error a db lib raises on purpose."""
+
+
+class ConfigurationError(DatabaseError):
+    """Settings are missing or wrong; the message names the variable and the fix."""
+
+
+class UnboundTokenError(ConfigurationError, LookupError):
+    """A feature asked for a token (such as ``DATABASE``) that the app never bound."""
+
+    def __init__(self, token: str, *, hint: str) -> None:
+        self.token = token
+        super().__init__(f"No service is bound to the {token} token. {hint}")
+
+
+class NotFoundError(DatabaseError):
+    """A row the caller asked for by key does not exist."""
+
+    def __init__(self, entity: str, key: object) -> None:
+        self.entity = entity
+        self.key = key
+        super().__init__(f"{entity} {key!r} was not found")
+
+
+class DatabaseUnavailableError(DatabaseError):
+    """The server cannot be reached or refuses connections; retry later."""
+
+    def __init__(self, message: str, *, host: str | None = None, port: int | None = None) -> None:
+        self.host = host
+        self.port = port
+        super().__init__(message)
+
+
+class IntegrityViolationError(DatabaseError):
+    """A constraint refused the write. Nothing was committed."""
+
+    kind = "integrity"
+
+    def __init__(
+        self,
+        *,
+        table: str | None = None,
+        constraint: str | None = None,
+        columns: tuple[str, ...] = (),
+        message: str | None = None,
+    ) -> None:
+        self.table = table
+        self.constraint = constraint
+        self.columns = columns
+        where = f" on {table}" if table else ""
+        cols = f" ({', '.join(columns)})" if columns else ""
+        named = f" [{constraint}]" if constraint else ""
+        super().__init__(message or f"{self.kind} violation{where}{cols}{named}")
+
+
+class DuplicateEntryError(IntegrityViolationError):
+    """A unique constraint refused the write; ``columns`` names the duplicated fields."""
+
+    kind = "duplicate entry"
+
+
+class ForeignKeyViolationError(IntegrityViolationError):
+    """A referenced row does not exist, or a referencing row still does."""
+
+    kind = "foreign key"
+
+
+class NotNullViolationError(IntegrityViolationError):
+    """A required column was left empty."""
+
+    kind = "not-null"
+
+
+class CheckViolationError(IntegrityViolationError):
+    """A CHECK constraint refused the value."""
+
+    kind = "check"
+
+
+class RetryableError(DatabaseError):
+    """The transaction lost a race; running the whole unit of work again may succeed."""
+
+
+class SerializationFailureError(RetryableError):
+    """SQLSTATE 40001: concurrent update under REPEATABLE READ / SERIALIZABLE."""
+
+
+class DeadlockDetectedError(RetryableError):
+    """SQLSTATE 40P01: PostgreSQL broke a deadlock by aborting this transaction."""

@@ -1,0 +1,44 @@
+"""What feature modules may assume about a database, whichever db lib provides it."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from typing import Protocol, TypeVar, runtime_checkable
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+T = TypeVar("T")
+
+
+@runtime_checkable
+class Database(Protocol):
+    """One configured database: units of work, health, lifecycle and its model classes."""
+
+    @property
+    def name(self) -> str:
+        """Short name of this database, such as ``core`` or ``bibikos``."""
+        ...
+
+    def session(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """Async unit of work: commits when the block succeeds, rolls back when it raises.
+
+        Driver errors raised inside the block surface as ``db_shared.errors`` types.
+        """
+        ...
+
+    def sync_session(self) -> AbstractContextManager[Session]:
+        """The same unit of work for scripts, seeds and the CLI."""
+        ...
+
+    def model(self, table: type[T]) -> type[T]:
+        """The concrete mapped class this database composes from a shared table mixin."""
+        ...
+
+    async def ping(self) -> None:
+        """Round-trip ``SELECT 1``; raises ``DatabaseUnavailableError`` when it cannot."""
+        ...
+
+    async def dispose(self) -> None:
+        """Close every pooled connection (async and sync engines)."""
+        ...
