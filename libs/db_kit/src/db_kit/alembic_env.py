@@ -21,7 +21,7 @@ from typing import Any
 from alembic import context
 from alembic.operations.ops import MigrationScript
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 
 from db_kit.config import DatabaseConfig, _import
 from db_kit.engine import build_admin_engine
@@ -103,13 +103,15 @@ def run_env(config_path: str) -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    connection: Connection | None = cfg.attributes.get("connection")
-    if connection is not None:
-        _run_online(connection, db)
+    handed: Connection | Engine | None = cfg.attributes.get("connection")
+    if isinstance(handed, Connection):
+        _run_online(handed, db)
         return
-    engine = build_admin_engine(db.settings())
+    # pytest-alembic hands in an Engine; otherwise connect from the db lib's settings.
+    engine = handed if isinstance(handed, Engine) else build_admin_engine(db.settings())
     try:
         with engine.connect() as conn:
             _run_online(conn, db)
     finally:
-        engine.dispose()
+        if handed is None:
+            engine.dispose()

@@ -59,12 +59,18 @@ def handle_errors(fn: F) -> F:
                 hint = " Apply the pending revisions first (`db NAME migrate`), then generate."
             _fail(f"{str(exc).rstrip('.')}.{hint}")
         except Exception as exc:
+            from sqlalchemy.exc import DBAPIError
+
             from db_kit.errors import translate
 
             mapped = translate(exc)
-            if mapped is None:
-                raise
-            _fail(str(mapped))
+            if mapped is not None:
+                _fail(str(mapped))
+            if isinstance(exc, DBAPIError):
+                # A revision or statement failed: its transaction was rolled back.
+                reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+                _fail(f"{reason}. The failed transaction was rolled back; nothing of it remains.")
+            raise
 
     return wrapper  # type: ignore[return-value]
 

@@ -101,7 +101,9 @@ class Migrator:
         cfg.set_section_option("post_write_hooks", "ruff_fix.type", "module")
         cfg.set_section_option("post_write_hooks", "ruff_fix.module", "ruff")
         cfg.set_section_option(
-            "post_write_hooks", "ruff_fix.options", "check --fix --quiet REVISION_SCRIPT_FILENAME"
+            "post_write_hooks",
+            "ruff_fix.options",
+            "check --fix --select I --quiet REVISION_SCRIPT_FILENAME",
         )
         cfg.set_section_option("post_write_hooks", "ruff_format.type", "module")
         cfg.set_section_option("post_write_hooks", "ruff_format.module", "ruff")
@@ -186,47 +188,58 @@ class Migrator:
             conn.rollback()
         return Status(current, self.heads(), tuple(pending), tuple(drift))
 
+    def _models_match_migrations(self, conn: Connection) -> list[str]:
+        trans = conn.begin()
+        try:
+            command.upgrade(self.alembic_config(conn), "head")
+            return self.drift(conn)
+        finally:
+            trans.rollback()
+
     def models_match_migrations(self) -> list[str]:
         """Apply pending revisions in a transaction that is rolled back, then compare.
 
         An empty list means the migrations produce exactly the schema the models describe.
         """
         with self.connect() as conn:
-            trans = conn.begin()
-            try:
-                command.upgrade(self.alembic_config(conn), "head")
-                return self.drift(conn)
-            finally:
-                trans.rollback()
+            return self._models_match_migrations(conn)
+
+    @contextmanager
+    def _locked(self) -> Iterator[Connection]:
+        # The lock covers reading the "before" revision too, so a deploy that waited for
+        # another one reports "nothing to do" rather than a change it did not make.
+        with self.connect() as conn, migration_lock(conn, lock_key(self.db.version_table)):
+            yield conn
+
+    def _move(
+        self, conn: Connection, fn: Any, target: str
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        before = self.current(conn)
+        conn.rollback()
+        fn(self.alembic_config(conn), target)
+        after = self.current(conn)
+        conn.rollback()
+        return before, after
 
     # writing -------------------------------------------------------------------------
 
     def upgrade(self, target: str = "head") -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """Upgrade under the advisory lock; returns (revision before, revision after)."""
-        with self.connect() as conn:
-            before = self.current(conn)
-            conn.rollback()
-            command.upgrade(self.alembic_config(conn), target)
-            after = self.current(conn)
-            conn.rollback()
-        return before, after
+        """Upgrade under the advisory lock; returns (revisions before, revisions after)."""
+        with self._locked() as conn:
+            return self._move(conn, command.upgrade, target)
 
     def deploy(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Production upgrade: refuse when models and migrations disagree, then upgrade."""
-        diffs = self.models_match_migrations()
-        if diffs:
-            raise DriftError(self.db.name, diffs)
-        return self.upgrade("head")
+        with self._locked() as conn:
+            diffs = self._models_match_migrations(conn)
+            if diffs:
+                raise DriftError(self.db.name, diffs)
+            return self._move(conn, command.upgrade, "head")
 
     def downgrade(self, target: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         self.guard_development("downgrade")
-        with self.connect() as conn:
-            before = self.current(conn)
-            conn.rollback()
-            command.downgrade(self.alembic_config(conn), target)
-            after = self.current(conn)
-            conn.rollback()
-        return before, after
+        with self._locked() as conn:
+            return self._move(conn, command.downgrade, target)
 
     def generate(self, message: str) -> Script | None:
         """Autogenerate a revision from the models; None when there is nothing to write."""

@@ -192,3 +192,19 @@ def url_string(url: URL) -> str:
 
 def python_executable() -> str:
     return sys.executable
+
+
+@pytest.fixture
+def database_at_head(
+    fresh_database: Callable[..., URL],
+) -> Callable[..., URL]:
+    """Factory: a fresh database migrated to head for a ``DatabaseConfig``."""
+    from db_kit.config import DatabaseConfig
+    from db_kit.migrations import Migrator
+
+    def make(config: DatabaseConfig) -> URL:
+        url = fresh_database(config.name)
+        Migrator(config, url).upgrade("head")
+        return url
+
+    return make
