@@ -12,7 +12,7 @@ m ?=
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z%_-]+:.*## / {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  (% is a database name: core, bibikos, or any lib registered with db_kit)"
+	@echo "  % is a database name; found: $$(ls -d libs/*_db 2>/dev/null | sed 's|libs/||; s|_db$$||' | tr '\n' ' ')"
 
 bootstrap: ## Install uv with pip if it is missing
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \

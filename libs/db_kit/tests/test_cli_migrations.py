@@ -12,7 +12,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -91,12 +91,12 @@ class DemoLib:
 @pytest.fixture
 def demo(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_database: Callable[..., URL]
-) -> Iterator[tuple[DemoLib, URL]]:
+) -> tuple[DemoLib, URL]:
     monkeypatch.syspath_prepend(str(tmp_path))
     url = fresh_database("demo")
     monkeypatch.setenv("DEMO_DATABASE_URL", url.render_as_string(hide_password=False))
     monkeypatch.setenv("ENVIRONMENT", "development")
-    yield DemoLib(tmp_path), url
+    return DemoLib(tmp_path), url
 
 
 def run(app: typer.Typer, *args: str, input: str | None = None) -> tuple[int, str]:

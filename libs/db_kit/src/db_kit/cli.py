@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from alembic.util import CommandError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from db_kit.config import DatabaseConfig
@@ -40,7 +41,7 @@ def discover() -> dict[str, DatabaseConfig]:
 
 
 def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(1)
 
 

@@ -66,6 +66,7 @@ def build_engines(settings: DatabaseSettings, url: URL | None = None) -> Engines
     ``url`` defaults to the settings' resolved URL, which may start the embedded server.
     """
     target = url if url is not None else settings.resolved_url()
+    configure_logging(settings)
     async_engine = create_async_engine(target, **engine_kwargs(settings))
     sync_engine = create_engine(target, **engine_kwargs(settings))
     return Engines(
@@ -83,9 +84,16 @@ def build_admin_engine(settings: DatabaseSettings, url: URL | None = None) -> En
     return create_engine(target, **engine_kwargs(settings, pooled=False))
 
 
+_SQL_LOG_LEVEL = {
+    Environment.DEVELOPMENT: logging.INFO,  # statements, through the app's log handlers
+    Environment.TEST: logging.WARNING,
+    Environment.PRODUCTION: logging.ERROR,
+}
+
+
 def configure_logging(settings: DatabaseSettings) -> None:
-    """SQL at INFO in development when echo is on, errors only in production."""
-    level = logging.WARNING
-    if settings.environment is Environment.PRODUCTION:
-        level = logging.ERROR
-    logging.getLogger("sqlalchemy.engine").setLevel(logging.INFO if settings.echo else level)
+    """Logging by environment: queries in development, errors only in production."""
+    logging.getLogger("sqlalchemy.engine.Engine").setLevel(_SQL_LOG_LEVEL[settings.environment])
+    logging.getLogger("sqlalchemy.pool").setLevel(
+        logging.WARNING if settings.environment is not Environment.PRODUCTION else logging.ERROR
+    )

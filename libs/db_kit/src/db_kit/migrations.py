@@ -22,6 +22,7 @@ from db_kit.engine import build_admin_engine
 from db_kit.errors import translate
 from db_shared.errors import ConfigurationError
 
+Heads = tuple[str, ...]
 FILE_TEMPLATE = "%%(year)d%%(month).2d%%(day).2d_%%(hour).2d%%(minute).2d_%%(rev)s_%%(slug)s"
 
 

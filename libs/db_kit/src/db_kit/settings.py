@@ -90,7 +90,7 @@ class DatabaseSettings(BaseSettings):
     pool_pre_ping: bool = True
     connect_timeout: int = Field(default=5, ge=1, le=600)
     statement_timeout_ms: int = Field(default=30_000, ge=0)
-    echo_sql: bool | None = None
+    echo_sql: bool = False
     application_name: str = "data-layer"
     # Where the embedded development server keeps its data (relative to the workspace root).
     embedded_data_dir: str = ".data/postgres"
@@ -103,8 +103,7 @@ class DatabaseSettings(BaseSettings):
             settings = cls(_env_file=env_file if env_file.exists() else None, **overrides)
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
-                for err in exc.errors()
+                f"{cls._variable_of(err['loc'])}: {err['msg']}" for err in exc.errors()
             )
             raise ConfigurationError(
                 f"Invalid {cls.__name__} ({problems}). Read from the environment and {env_file}."
@@ -112,15 +111,26 @@ class DatabaseSettings(BaseSettings):
         settings.validated_url()  # fail at load time, not at first query
         return settings
 
+    @classmethod
+    def _variable_of(cls, loc: tuple[int | str, ...]) -> str:
+        """The environment variable behind a validation error's location."""
+        name = str(loc[0]) if loc else ""
+        field = cls.model_fields.get(name)
+        alias = getattr(field.validation_alias, "choices", None) if field else None
+        if alias:
+            return str(alias[0])
+        if field is not None:
+            return f"{cls.model_config.get('env_prefix', '')}{name}".upper()
+        return name or "settings"
+
     @property
     def is_production(self) -> bool:
         return self.environment is Environment.PRODUCTION
 
     @property
     def echo(self) -> bool:
-        if self.echo_sql is not None:
-            return self.echo_sql
-        return self.environment is Environment.DEVELOPMENT and bool(os.environ.get("DB_ECHO"))
+        """Print every statement to stdout (SQLAlchemy's own handler); off unless asked."""
+        return bool(self.echo_sql)
 
     def validated_url(self) -> URL | None:
         """The configured URL normalised to psycopg 3, or None to use the embedded server.
@@ -129,38 +139,32 @@ class DatabaseSettings(BaseSettings):
         the password is never part of the message.
         """
         variable = self.url_variable
-        example = f"{variable}=postgresql://user:password@localhost:5432/{self.embedded_database}"
-        where = f"the environment or {dotenv_path()}"
+        example = f"{variable}=postgresql://user:secret@localhost:5432/{self.embedded_database}"
+
+        def problem(what: str) -> ConfigurationError:
+            return ConfigurationError(
+                f"{variable} {what}. Set it in the environment or in {dotenv_path()}, "
+                f"e.g. {example}"
+            )
+
         if self.url is None or not self.url.strip():
             if self.is_production:
-                raise ConfigurationError(
-                    f"{variable} is not set and ENVIRONMENT=production, so no embedded server "
-                    f"is started. Set it in {where}, e.g. {example}"
-                )
+                raise problem("is not set and ENVIRONMENT=production (no embedded server there)")
             return None
         try:
             url = make_url(self.url.strip())
-        except ArgumentError:
-            raise ConfigurationError(
-                f"{variable} is not a valid database URL (looked in {where}). "
-                f"Expected the form {example}"
-            ) from None
+        except (ArgumentError, ValueError):
+            raise problem("is not a valid database URL") from None
         shown = url.render_as_string(hide_password=True)
         if url.drivername not in _ACCEPTED_SCHEMES:
-            raise ConfigurationError(
-                f"{variable} uses the driver '{url.drivername}' ({shown}), but this project "
-                f"talks to PostgreSQL through psycopg 3. Use postgresql:// or "
-                f"postgresql+psycopg:// (looked in {where}), e.g. {example}"
+            raise problem(
+                f"uses the driver '{url.drivername}' ({shown}), but this project talks to "
+                "PostgreSQL through psycopg 3: use postgresql:// or postgresql+psycopg://"
             )
         if not url.database:
-            raise ConfigurationError(
-                f"{variable} names no database ({shown}); add it after the host, e.g. {example}"
-            )
-        if self.is_production and url.password in {"password", "changeme", "postgres"}:
-            raise ConfigurationError(
-                f"{variable} uses a placeholder password in production ({shown}). "
-                f"Set a real secret in {where}."
-            )
+            raise problem(f"names no database ({shown}); add it after the host")
+        if self.is_production and url.password in {"password", "changeme", "postgres", "secret"}:
+            raise problem(f"uses a placeholder password in production ({shown})")
         return url.set(drivername=DRIVER)
 
     def resolved_url(self) -> URL:

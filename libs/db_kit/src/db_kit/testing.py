@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -84,7 +86,10 @@ def _watchdog(pid: int, pgdata: Path, pg_ctl: Path, user: str | None) -> None:
     stop = f"{pg_ctl} -D {pgdata} -m immediate stop"
     if user:
         stop = f"su -s /bin/sh {user} -c '{stop}'"
-    script = f"while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1"
+    script = (
+        f"while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; "
+        f"rm -rf '{pgdata.parent}'"
+    )
     subprocess.Popen(
         ["/bin/sh", "-c", script],
         start_new_session=True,
@@ -133,13 +138,19 @@ def _installed_databases() -> dict[str, object]:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+def postgres_server() -> Iterator[PostgresServer]:
     """The run's PostgreSQL server (see module docstring for how it is chosen)."""
-    with start_server(tmp_path_factory.mktemp("postgres")) as server:
-        try:
-            yield server
-        finally:
-            server.drop_all()
+    # Not under pytest's basetemp: a concurrent pytest run prunes old basetemps, which
+    # would delete a live cluster's files.
+    data_dir = Path(tempfile.mkdtemp(prefix="db_kit_test_pg_"))
+    try:
+        with start_server(data_dir) as server:
+            try:
+                yield server
+            finally:
+                server.drop_all()
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
