@@ -15,9 +15,11 @@ help: ## List the targets
 	@echo "  % is a database name; found: $$(ls -d libs/*_db 2>/dev/null | sed 's|libs/||; s|_db$$||' | tr '\n' ' ')"
 
 bootstrap: ## Install uv with pip if it is missing
-	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
-	  python3 -m pip install --quiet --user uv || \
-	  python3 -m pip install --quiet --user --break-system-packages uv
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || { \
+	  echo "uv not found: installing it with pip"; \
+	  python3 -m pip install --quiet uv 2>/dev/null || \
+	  python3 -m pip install --quiet --user uv 2>/dev/null || \
+	  python3 -m pip install --quiet --user --break-system-packages uv; }
 
 install: bootstrap ## Create .venv with every workspace member and dev tool (uv.lock, frozen)
 	@UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --all-packages
