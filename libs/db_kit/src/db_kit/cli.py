@@ -235,7 +235,8 @@ def build_app() -> typer.Typer:
     def list_databases() -> None:
         """The databases this workspace knows."""
         for name, db in databases.items():
-            console.print(f"{name}\t{db.settings_class.url_variable}\t{db.description}")
+            # Plain tab-separated lines: the Makefile reads the first column.
+            typer.echo(f"{name}\t{db.settings_class.url_variable}\t{db.description}")
 
     return app
 

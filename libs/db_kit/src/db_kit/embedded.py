@@ -61,6 +61,10 @@ class EmbeddedPostgres:
 
     data_dir: Path
 
+    def __post_init__(self) -> None:
+        # Commands run with the data folder as cwd, so every path must be absolute.
+        self.data_dir = Path(self.data_dir).resolve()
+
     @property
     def pgdata(self) -> Path:
         return self.data_dir / "pgdata"
