@@ -29,8 +29,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
+from db_shared.tables import TableMixin
 
-class AuthUserTable:
+
+class AuthUserTable(TableMixin):
     """A person who can sign in, by password or through a linked provider."""
 
     __tablename__ = "auth_users"
@@ -56,7 +58,7 @@ class AuthUserTable:
         return (CheckConstraint("email = lower(email)", name="email_lowercase"),)
 
 
-class UserProfileTable:
+class UserProfileTable(TableMixin):
     """Public profile of a user; at most one per user."""
 
     __tablename__ = "user_profiles"
@@ -83,7 +85,7 @@ class UserProfileTable:
     )
 
 
-class ProviderTable:
+class ProviderTable(TableMixin):
     """An external identity (OAuth/OIDC account) linked to a user."""
 
     __tablename__ = "auth_providers"
@@ -109,7 +111,7 @@ class ProviderTable:
         return (UniqueConstraint("provider", "provider_user_id"),)
 
 
-class RoleTable:
+class RoleTable(TableMixin):
     """A named set of permissions, such as ``admin``."""
 
     __tablename__ = "roles"
@@ -122,7 +124,7 @@ class RoleTable:
     )
 
 
-class UserRoleTable:
+class UserRoleTable(TableMixin):
     """Grants a role to a user; the pair is the primary key."""
 
     __tablename__ = "user_roles"
@@ -139,7 +141,7 @@ class UserRoleTable:
     )
 
 
-class AuthSessionTable:
+class AuthSessionTable(TableMixin):
     """An opaque login session; only a hash of the token is stored."""
 
     __tablename__ = "auth_sessions"

@@ -28,6 +28,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
+from db_shared.tables import TableMixin
+
 
 class ContactMessageStatus(enum.StrEnum):
     """Where a contact message stands in the support inbox."""
@@ -36,7 +38,7 @@ class ContactMessageStatus(enum.StrEnum):
     RESOLVED = "resolved"
 
 
-class ContactMessageTable:
+class ContactMessageTable(TableMixin):
     """A message sent through the public contact form."""
 
     __tablename__ = "contact_messages"

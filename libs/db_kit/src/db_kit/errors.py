@@ -18,6 +18,7 @@ from db_shared.errors import (
     DuplicateEntryError,
     ForeignKeyViolationError,
     IntegrityViolationError,
+    InvalidDataError,
     NotNullViolationError,
     SerializationFailureError,
 )
@@ -91,6 +92,10 @@ def translate(
         if not cols and diag.column_name:
             cols = (diag.column_name,)
         return cls(table=diag.table_name, constraint=diag.constraint_name, columns=cols)
+    if (state is not None and state.startswith("22")) or (
+        state is None and isinstance(orig, psycopg.DataError)
+    ):
+        return InvalidDataError(f"PostgreSQL refused a value: {_first_line(orig)}")
     if state == "40001":
         return SerializationFailureError(
             "The transaction could not be serialized with a concurrent one; retry it."

@@ -12,6 +12,7 @@ from db_shared.errors import (
     DuplicateEntryError,
     ForeignKeyViolationError,
     IntegrityViolationError,
+    InvalidDataError,
     NotFoundError,
     NotNullViolationError,
     RetryableError,
@@ -20,6 +21,7 @@ from db_shared.errors import (
 )
 from db_shared.protocols import Database
 from db_shared.token import Token
+from db_shared.unit_of_work import transact
 
 DATABASE: Token[Database] = Token(
     "DATABASE",
@@ -41,10 +43,12 @@ __all__ = [
     "DuplicateEntryError",
     "ForeignKeyViolationError",
     "IntegrityViolationError",
+    "InvalidDataError",
     "NotFoundError",
     "NotNullViolationError",
     "RetryableError",
     "SerializationFailureError",
     "Token",
     "UnboundTokenError",
+    "transact",
 ]

@@ -87,6 +87,10 @@ class CheckViolationError(IntegrityViolationError):
     kind = "check"
 
 
+class InvalidDataError(DatabaseError):
+    """PostgreSQL refused a value (SQLSTATE class 22: out of range, bad encoding, NUL byte)."""
+
+
 class RetryableError(DatabaseError):
     """The transaction lost a race; running the whole unit of work again may succeed."""
 

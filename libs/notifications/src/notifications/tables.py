@@ -30,8 +30,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
+from db_shared.tables import TableMixin
 
-class NotificationTable:
+
+class NotificationTable(TableMixin):
     """A message sent to one or more users."""
 
     __tablename__ = "notifications"
@@ -54,7 +56,7 @@ class NotificationTable:
     )
 
 
-class UserNotificationTable:
+class UserNotificationTable(TableMixin):
     """Delivery of a notification to one user, with its read state."""
 
     __tablename__ = "user_notifications"

@@ -34,6 +34,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
+from db_shared.tables import TableMixin
+
 
 class SubscriptionStatus(enum.StrEnum):
     """Lifecycle of a subscription (the payment provider's vocabulary)."""
@@ -56,7 +58,7 @@ class PriceInterval(enum.StrEnum):
     ONCE = "once"
 
 
-class PaymentCustomerTable:
+class PaymentCustomerTable(TableMixin):
     """A user's customer record at the payment provider; at most one per user."""
 
     __tablename__ = "payment_customers"
@@ -76,7 +78,7 @@ class PaymentCustomerTable:
     )
 
 
-class ProductTable:
+class ProductTable(TableMixin):
     """Something that can be bought; its prices live in ``prices``."""
 
     __tablename__ = "products"
@@ -95,7 +97,7 @@ class ProductTable:
     )
 
 
-class PriceTable:
+class PriceTable(TableMixin):
     """The amount charged for a product in one currency and interval."""
 
     __tablename__ = "prices"
@@ -127,7 +129,7 @@ class PriceTable:
         )
 
 
-class SubscriptionTable:
+class SubscriptionTable(TableMixin):
     """A customer's recurring purchase of a price."""
 
     __tablename__ = "subscriptions"

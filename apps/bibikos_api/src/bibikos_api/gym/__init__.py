@@ -1,0 +1,1 @@
+"""Gym routes of bibikos_api: members, class schedule, bookings."""

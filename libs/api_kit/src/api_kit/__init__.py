@@ -1,0 +1,17 @@
+"""FastAPI glue shared by feature modules and apps (no engines, no db libs)."""
+
+from api_kit.app import bind_database, create_api
+from api_kit.deps import MAX_ID, DatabaseDep, IdPath, get_database
+from api_kit.errors import ProblemError, install_error_handlers, response_for
+
+__all__ = [
+    "MAX_ID",
+    "DatabaseDep",
+    "IdPath",
+    "ProblemError",
+    "bind_database",
+    "create_api",
+    "get_database",
+    "install_error_handlers",
+    "response_for",
+]

@@ -1,0 +1,63 @@
+"""Build a FastAPI app that binds tokens once at start-up and disposes them at shutdown."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable, Sequence
+
+import svcs
+import svcs.fastapi
+from fastapi import APIRouter, FastAPI
+
+from api_kit.errors import install_error_handlers
+from db_shared import DATABASE, Database, Token
+
+Binder = Callable[[svcs.Registry], None]
+
+
+def bind_database(database: Database) -> Binder:
+    """A binder that registers ``database`` under ``DATABASE`` and disposes it at shutdown."""
+
+    async def dispose() -> None:
+        await database.dispose()
+
+    def bind(registry: svcs.Registry) -> None:
+        registry.register_value(DATABASE, database, on_registry_close=dispose)  # type: ignore[arg-type]
+
+    return bind
+
+
+def create_api(
+    *,
+    name: str,
+    binders: Sequence[Binder],
+    routers: Sequence[APIRouter],
+    requires: Sequence[Token[object]] = (DATABASE,),  # type: ignore[assignment]
+    version: str = "0.1.0",
+    description: str = "",
+) -> FastAPI:
+    """A FastAPI app: binders run once in the lifespan, then every required token is checked.
+
+    An unbound token stops start-up with an error naming the app and the missing binding.
+    """
+
+    @svcs.fastapi.lifespan
+    async def lifespan(
+        app: FastAPI, registry: svcs.Registry
+    ) -> AsyncGenerator[dict[str, object] | None, None]:
+        for bind in binders:
+            bind(registry)
+        for token in requires:
+            if token not in registry:  # type: ignore[operator]  # svcs keys are hashables
+                raise token.unbound(f"The app {name!r} includes routers that need it")
+        yield {}
+
+    app = FastAPI(title=name, version=version, description=description, lifespan=lifespan)
+    install_error_handlers(app)
+    for router in routers:
+        app.include_router(router)
+
+    @app.get("/health/live", tags=["health"])
+    async def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

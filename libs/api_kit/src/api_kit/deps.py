@@ -1,0 +1,27 @@
+"""FastAPI dependencies feature routers use: the bound ``Database`` and safe path ids."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import svcs
+from fastapi import Depends, Path, Request
+
+from db_shared import DATABASE, Database
+
+MAX_ID = 2**63 - 1  # PostgreSQL bigint
+
+
+async def get_database(request: Request) -> Database:
+    """The ``Database`` the app bound to the ``DATABASE`` token at start-up."""
+    registry: svcs.Registry | None = getattr(request.state, "svcs_registry", None)
+    if registry is None or DATABASE not in registry:  # type: ignore[operator]
+        raise DATABASE.unbound(request.app.title)
+    # Values need no per-request container: a registry lookup is enough.
+    async with svcs.Container(registry) as container:
+        database: Database = container.get(DATABASE)  # type: ignore[call-overload]
+    return database
+
+
+DatabaseDep = Annotated[Database, Depends(get_database)]
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="Positive 64-bit id")]

@@ -1,0 +1,48 @@
+"""FastAPI dependencies: the current user from a bearer token, and role checks."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api_kit import DatabaseDep, ProblemError
+from auth.service import AuthService, CurrentUser
+
+_bearer = HTTPBearer(auto_error=False, description="Session token from POST /auth/login")
+
+
+def get_auth_service(db: DatabaseDep) -> AuthService:
+    return AuthService(db)
+
+
+AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+async def current_user(service: AuthServiceDep, credentials: BearerDep) -> CurrentUser:
+    if credentials is None or len(credentials.credentials) > 256:
+        raise ProblemError(401, "unauthenticated", "Send 'Authorization: Bearer <token>'.")
+    user = await service.user_for_token(credentials.credentials)
+    if user is None:
+        raise ProblemError(401, "unauthenticated", "The session token is invalid or expired.")
+    return user
+
+
+CurrentUserDep = Annotated[CurrentUser, Depends(current_user)]
+
+
+def require_role(role: str) -> Callable[[CurrentUser], Awaitable[CurrentUser]]:
+    """A dependency admitting only users holding ``role`` (403 otherwise)."""
+
+    async def check(user: CurrentUserDep) -> CurrentUser:
+        if not user.has_role(role):
+            raise ProblemError(403, "forbidden", f"This needs the '{role}' role.")
+        return user
+
+    return check
+
+
+AdminDep = Annotated[CurrentUser, Depends(require_role("admin"))]

@@ -1,0 +1,5 @@
+"""contact routes (being written)."""
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/contact", tags=["contact"])
