@@ -8,7 +8,7 @@ RUN := $(UV) run --frozen
 DATABASES = $(shell $(RUN) db list 2>/dev/null | cut -f1)
 m ?=
 
-.PHONY: help bootstrap install run test lint format typecheck pytest clean-data db-list
+.PHONY: help bootstrap install run run-bibikos migrate-all test lint format typecheck pytest clean-data db-list
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z%_-]+:.*## / {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,7 +24,17 @@ bootstrap: ## Install uv with pip if it is missing
 install: bootstrap ## Create .venv with every workspace member and dev tool (uv.lock, frozen)
 	@UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --all-packages
 
-run: install ## Embedded PostgreSQL (if no URL is set), migrate every database, print status
+run: install ## my_api on http://127.0.0.1:8000 (docs at /docs), core database migrated and seeded
+	@$(RUN) db core migrate
+	@$(RUN) db core seed
+	@$(RUN) uvicorn my_api.main:app --host 127.0.0.1 --port $(or $(PORT),8000)
+
+run-bibikos: install ## bibikos_api on http://127.0.0.1:8001, bibikos database migrated and seeded
+	@$(RUN) db bibikos migrate
+	@$(RUN) db bibikos seed
+	@$(RUN) uvicorn bibikos_api.main:app --host 127.0.0.1 --port $(or $(PORT),8001)
+
+migrate-all: install ## Migrate every database (embedded PostgreSQL unless URLs are set) and print status
 	@for db in $(DATABASES); do $(RUN) db $$db migrate || exit 1; done
 	@for db in $(DATABASES); do $(RUN) db $$db status || exit 1; done
 

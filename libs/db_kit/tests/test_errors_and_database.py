@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth.tables import AuthUserTable, RoleTable, UserRoleTable
 from core_db import CONFIG
@@ -138,3 +139,44 @@ def test_unbound_token_says_how_to_bind() -> None:
     assert "DATABASE" in str(error)
     assert "my_api" in str(error)
     assert "register_value(DATABASE" in str(error)
+
+
+def test_transact_reruns_a_unit_of_work_that_lost_a_serialization_race(
+    db: SQLAlchemyDatabase,
+) -> None:
+    """A real 40001: another connection updates the row between our read and our write."""
+    from sqlalchemy import create_engine, update
+
+    from db_shared import SerializationFailureError, transact
+
+    Product = db.model(ProductTable)
+    with db.sync_session() as s:
+        s.add(Product(code="race", name="v0"))
+    other = create_engine(db.engines.url)
+    attempts: list[int] = []
+
+    async def work(s: AsyncSession) -> str:
+        attempts.append(1)
+        await s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        name = await s.scalar(select(Product.name).where(Product.code == "race"))
+        if len(attempts) == 1:
+            with other.begin() as conn:  # a concurrent writer wins the race
+                conn.execute(text("UPDATE products SET name = 'theirs' WHERE code = 'race'"))
+        await s.execute(update(Product).where(Product.code == "race").values(name=f"{name}+ours"))
+        return f"{name}+ours"
+
+    async def scenario(limit: int) -> str:
+        try:
+            return await transact(db, work, attempts=limit)
+        finally:
+            await db.dispose()
+
+    assert asyncio.run(scenario(3)) == "theirs+ours"
+    assert len(attempts) == 2  # the first run was rolled back and rerun whole
+
+    attempts.clear()
+    with other.begin() as conn:
+        conn.execute(text("UPDATE products SET name = 'reset' WHERE code = 'race'"))
+    with pytest.raises(SerializationFailureError):
+        asyncio.run(scenario(1))
+    other.dispose()
