@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import AsyncGenerator, Callable, Sequence
 
 import svcs
-import svcs.fastapi
 from fastapi import APIRouter, FastAPI
 
 from api_kit.errors import install_error_handlers
+
+with warnings.catch_warnings():
+    # svcs.fastapi imports fastapi.testclient, which warns about httpx at import time.
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    import svcs.fastapi
 from db_shared import DATABASE, Database, Token
 
 Binder = Callable[[svcs.Registry], None]
