@@ -11,8 +11,9 @@ from fastapi import APIRouter, FastAPI
 from api_kit.errors import install_error_handlers
 
 with warnings.catch_warnings():
-    # svcs.fastapi imports fastapi.testclient, which warns about httpx at import time.
+    # Importing svcs loads svcs.fastapi, which imports fastapi.testclient, which warns.
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    import svcs
     import svcs.fastapi
 from db_shared import DATABASE, Database, Token
 
