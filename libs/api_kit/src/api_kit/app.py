@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import AsyncGenerator, Callable, Sequence
 
-import svcs
 from fastapi import APIRouter, FastAPI
 
+from api_kit._svcs import svcs
 from api_kit.errors import install_error_handlers
-
-with warnings.catch_warnings():
-    # Importing svcs loads svcs.fastapi, which imports fastapi.testclient, which warns.
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-    import svcs
-    import svcs.fastapi
 from db_shared import DATABASE, Database, Token
 
 Binder = Callable[[svcs.Registry], None]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import svcs
 from fastapi import Depends, Path, Request
 
+from api_kit._svcs import svcs
 from db_shared import DATABASE, Database
 
 MAX_ID = 2**63 - 1  # PostgreSQL bigint
