@@ -139,3 +139,13 @@ def test_no_malformed_request_is_a_500(api: Api) -> None:
                 check(method, concrete, json=body)
     assert sent > 100, f"the sweep only sent {sent} requests"
     assert not failures, "\n".join(failures[:30])
+
+
+def test_oversized_body_is_413_and_errors_do_not_echo_input(api: Api) -> None:
+    big = {"email": "a@example.com", "password": "x" * 2_000_000}
+    assert api.client.post("/auth/register", json=big).status_code == 413
+    long_password = {"email": "a@example.com", "password": "p" * 5000}
+    refused = api.client.post("/auth/register", json=long_password)
+    assert refused.status_code == 422
+    assert "p" * 5000 not in refused.text
+    assert refused.json()["errors"][0]["loc"] == ["body", "password"]

@@ -33,10 +33,12 @@ def create_api(
     requires: Sequence[Token[object]] = (DATABASE,),  # type: ignore[assignment]
     version: str = "0.1.0",
     description: str = "",
+    max_body_size: int = 1_048_576,
 ) -> FastAPI:
     """A FastAPI app: binders run once in the lifespan, then every required token is checked.
 
     An unbound token stops start-up with an error naming the app and the missing binding.
+    Bodies over ``max_body_size`` bytes are refused with 413 before they are read whole.
     """
 
     @svcs.fastapi.lifespan
@@ -50,7 +52,13 @@ def create_api(
                 raise token.unbound(f"The app {name!r} includes routers that need it")
         yield {}
 
-    app = FastAPI(title=name, version=version, description=description, lifespan=lifespan)
+    app = FastAPI(
+        title=name,
+        version=version,
+        description=description,
+        lifespan=lifespan,
+        max_body_size=max_body_size,
+    )
     install_error_handlers(app)
     for router in routers:
         app.include_router(router)

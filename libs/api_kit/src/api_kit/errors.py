@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from db_shared.errors import (
@@ -93,7 +94,25 @@ async def _handle(request: Request, exc: Exception) -> JSONResponse:
     return response_for(exc)
 
 
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    # FastAPI's default handler echoes every rejected input back: a 20 MB string comes back
+    # whole, and an input JSON cannot encode (a lone surrogate, NaN) turns a 422 into a 500.
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": [str(part) for part in err.get("loc", ())], "msg": str(err.get("msg", "")),
+         "type": str(err.get("type", ""))}
+        for err in exc.errors()[:50]
+    ]  # fmt: skip
+    body: dict[str, object] = {
+        "code": "invalid_request",
+        "detail": "The request is not valid; see errors.",
+        "errors": errors,
+    }
+    return JSONResponse(body, status_code=422)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the mapping on ``app`` (both apps call this; nothing else maps errors)."""
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(DatabaseError, _handle)
     app.add_exception_handler(ProblemError, _handle)

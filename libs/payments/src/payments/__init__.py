@@ -1,4 +1,9 @@
-"""Shared payments feature module: table mixins, written once for every db lib."""
+"""Shared payments feature module: table mixins, written once for every db lib.
+
+The use cases live in ``payments.service`` and the routes in ``payments.router``; they
+are not re-exported here, so a db lib importing the tables loads neither FastAPI nor
+api_kit.
+"""
 
 from payments.tables import (
     PaymentCustomerTable,
