@@ -1,45 +1,32 @@
-"""Development seed data: the roles and a sample product. Safe to run repeatedly."""
+"""Development seed data: roles, a product with prices, tomorrow's gym class."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, time, timedelta
+
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from bibikos_db.models import Price, Product, Role
+from auth.seed import seed_auth
+from bibikos_db.models import AuthUser, GymClass, Price, Product, Role, UserRole
+from payments.seed import seed_payments
 
-ROLES = {"admin": "Full access, including contact messages", "user": "A signed-up user"}
 
-
-def seed(session: Session) -> None:
-    session.execute(
-        insert(Role)
-        .values([{"name": n, "description": d} for n, d in ROLES.items()])
-        .on_conflict_do_nothing(index_elements=["name"])
+def seed(session: Session) -> str | None:
+    note = seed_auth(session, AuthUser, Role, UserRole)
+    seed_payments(session, Product, Price)
+    starts = datetime.combine(datetime.now(UTC).date() + timedelta(days=1), time(7), UTC)
+    exists = session.scalar(
+        select(GymClass.id).where(GymClass.name == "Morning yoga", GymClass.starts_at == starts)
     )
-    session.execute(
-        insert(Product)
-        .values(code="pro", name="Pro plan", description="Everything, monthly or yearly")
-        .on_conflict_do_nothing(index_elements=["code"])
-    )
-    product_id = session.scalars(select(Product.id).where(Product.code == "pro")).one()
-    session.execute(
-        insert(Price)
-        .values(
-            [
-                {
-                    "product_id": product_id,
-                    "amount_minor": 999,
-                    "currency": "EUR",
-                    "interval": "month",
-                },
-                {
-                    "product_id": product_id,
-                    "amount_minor": 9990,
-                    "currency": "EUR",
-                    "interval": "year",
-                },
-            ]
+    if exists is None:
+        session.add(
+            GymClass(
+                name="Morning yoga",
+                instructor="Eleni",
+                starts_at=starts,
+                ends_at=starts + timedelta(hours=1),
+                capacity=12,
+            )
         )
-        .on_conflict_do_nothing()
-    )
+    return note

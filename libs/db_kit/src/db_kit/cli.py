@@ -215,8 +215,10 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
     @handle_errors
     def seed() -> None:
         """Insert the development seed data (idempotent)."""
-        Migrator(db).seed()
+        note = Migrator(db).seed()
         console.print(f"{name}: seeded.")
+        if note:
+            console.print(note)
 
     return app
 

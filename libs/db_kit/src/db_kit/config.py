@@ -64,8 +64,8 @@ class DatabaseConfig:
         assert module.__file__ is not None
         return Path(module.__file__).parent
 
-    def seed_function(self) -> Callable[[Session], None] | None:
+    def seed_function(self) -> Callable[[Session], str | None] | None:
         if self.seed is None:
             return None
-        fn: Callable[[Session], None] = _import(self.seed)
+        fn: Callable[[Session], str | None] = _import(self.seed)
         return fn

@@ -286,16 +286,18 @@ class Migrator:
             conn.commit()
         return applied
 
-    def seed(self) -> None:
+    def seed(self) -> str | None:
+        """Run the db lib's seed in one transaction; returns its note for the operator."""
         fn = self.db.seed_function()
         if fn is None:
             raise ConfigurationError(f"The {self.db.name} database defines no seed function.")
         from sqlalchemy.orm import Session
 
         with self.connect() as conn, Session(bind=conn) as session:
-            fn(session)
+            note = fn(session)
             session.commit()
             conn.commit()
+        return note
 
     def guard_development(self, action: str) -> None:
         if self.settings.is_production:
