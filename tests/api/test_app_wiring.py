@@ -121,3 +121,39 @@ def test_database_down_gives_503_and_recovers_without_restart(own_server: Embedd
         )
         client.close()
     assert count_users(url) == 2
+
+
+def _routes(router: object) -> list[object]:
+    found = []
+    for route in getattr(router, "routes", []):
+        original = getattr(route, "original_router", None)  # FastAPI's lazily included routers
+        found.extend(_routes(original) if original is not None else [route])
+    return found
+
+
+def _dependencies(dependant: object) -> list[object]:
+    found = []
+    for dep in getattr(dependant, "dependencies", []):
+        found.append(dep)
+        found.extend(_dependencies(dep))
+    return found
+
+
+@pytest.mark.parametrize("app_name", ["my_api", "bibikos_api"])
+def test_no_route_runs_a_dependency_in_the_thread_pool(app_name: str) -> None:
+    """A plain ``def`` dependency costs a thread hop per request (the bench saw ~0.2 ms)."""
+    import importlib
+    import inspect
+
+    app = importlib.import_module(f"{app_name}.main").app
+    routes = [r for r in _routes(app.router) if hasattr(r, "dependant")]
+    assert len(routes) > 20
+    blocking = {
+        f"{route.path}: {dep.call}"  # type: ignore[attr-defined]
+        for route in routes
+        for dep in _dependencies(route.dependant)  # type: ignore[attr-defined]
+        if dep.call is not None  # type: ignore[attr-defined]
+        and not inspect.iscoroutinefunction(dep.call)  # type: ignore[attr-defined]
+        and not inspect.iscoroutinefunction(type(dep.call).__call__)  # type: ignore[attr-defined]
+    }
+    assert not blocking, sorted(blocking)

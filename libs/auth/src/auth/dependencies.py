@@ -14,7 +14,7 @@ from auth.service import AuthService, CurrentUser
 _bearer = HTTPBearer(auto_error=False, description="Session token from POST /auth/login")
 
 
-def get_auth_service(db: DatabaseDep) -> AuthService:
+async def get_auth_service(db: DatabaseDep) -> AuthService:
     return AuthService(db)
 
 

@@ -22,7 +22,7 @@ from contact.tables import ContactMessageStatus
 router = APIRouter(prefix="/contact", tags=["contact"])
 
 
-def get_contact_service(db: DatabaseDep) -> ContactService:
+async def get_contact_service(db: DatabaseDep) -> ContactService:
     return ContactService(db)
 
 

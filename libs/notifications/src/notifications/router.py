@@ -23,7 +23,7 @@ from notifications.service import NotificationService
 router = APIRouter(prefix="/notifications", tags=["notifications"])
 
 
-def get_notification_service(db: DatabaseDep) -> NotificationService:
+async def get_notification_service(db: DatabaseDep) -> NotificationService:
     return NotificationService(db)
 
 

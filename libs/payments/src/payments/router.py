@@ -23,7 +23,7 @@ from payments.tables import PriceTable, ProductTable
 router = APIRouter(prefix="/payments", tags=["payments"])
 
 
-def get_payment_service(db: DatabaseDep) -> PaymentService:
+async def get_payment_service(db: DatabaseDep) -> PaymentService:
     return PaymentService(db)
 
 
