@@ -21,6 +21,7 @@ from db_shared.errors import (
     NotNullViolationError,
     RetryableError,
 )
+from db_shared.tenancy import InvalidTenantError, UnknownTenantError
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,9 @@ def response_for(exc: Exception) -> JSONResponse:
     """The HTTP answer for a db_shared error (or a ProblemError)."""
     if isinstance(exc, ProblemError):
         return problem(exc.status, exc.code, exc.detail, fields=exc.fields)
+    # Before NotFoundError: an unknown tenant is one; an invalid slug reveals nothing more.
+    if isinstance(exc, UnknownTenantError | InvalidTenantError):
+        return problem(404, "unknown_tenant", "No tenant is served at this address.")
     if isinstance(exc, DuplicateEntryError):
         fields = exc.columns
         named = ", ".join(fields) if fields else "a unique field"

@@ -20,6 +20,20 @@ from db_shared.errors import (
     UnboundTokenError,
 )
 from db_shared.protocols import Database
+from db_shared.tenancy import (
+    InvalidTenantError,
+    Tenant,
+    TenantRequiredError,
+    UnknownTenantError,
+    as_tenant,
+    create_tenant_repository,
+    current_tenant,
+    current_tenant_or_none,
+    tenant_bound,
+    tenant_context,
+    validate_tenant_slug,
+    with_tenant,
+)
 from db_shared.token import Token
 from db_shared.unit_of_work import transact
 
@@ -44,11 +58,23 @@ __all__ = [
     "ForeignKeyViolationError",
     "IntegrityViolationError",
     "InvalidDataError",
+    "InvalidTenantError",
     "NotFoundError",
     "NotNullViolationError",
     "RetryableError",
     "SerializationFailureError",
+    "Tenant",
+    "TenantRequiredError",
     "Token",
     "UnboundTokenError",
+    "UnknownTenantError",
+    "as_tenant",
+    "create_tenant_repository",
+    "current_tenant",
+    "current_tenant_or_none",
+    "tenant_bound",
+    "tenant_context",
     "transact",
+    "validate_tenant_slug",
+    "with_tenant",
 ]
