@@ -2,4 +2,6 @@
 
 from db_kit.cli import main
 
-main()
+# Guarded: tenant migration workers are spawned processes that re-import __main__.
+if __name__ == "__main__":
+    main()

@@ -41,7 +41,7 @@ def migration_lock(connection: Connection, key: int) -> Iterator[None]:
     Inside a caller's transaction the lock is transaction-scoped; otherwise it is taken at
     session level and the connection is left outside any transaction for Alembic.
     """
-    if connection.in_transaction() and connection.get_transaction() is not None:
+    if connection.in_transaction():
         connection.execute(
             text("SELECT pg_advisory_xact_lock(:c, :k)"), {"c": LOCK_CLASS, "k": key}
         )
@@ -66,23 +66,41 @@ def _skip_empty(ctx: MigrationContext, revision: Any, directives: list[Migration
         ctx.config.attributes["empty_autogenerate"] = True  # type: ignore[union-attr]
 
 
-def configure_options(db: DatabaseConfig) -> dict[str, Any]:
+def configure_options(db: DatabaseConfig, version_schema: str | None = None) -> dict[str, Any]:
     """Options shared by migrations, autogenerate and drift checks."""
-    return {
+    options: dict[str, Any] = {
         "target_metadata": db.metadata,
         "version_table": db.version_table,
+        "version_table_schema": version_schema or db.version_table_schema,
         "compare_type": True,
         "compare_server_default": True,
     }
+    if db.schemas:
+        wanted = set(db.schemas)
+
+        def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
+            return type_ != "schema" or name in wanted
+
+        options["include_schemas"] = True
+        options["include_name"] = include_name
+    return options
 
 
-def _run_online(connection: Connection, db: DatabaseConfig) -> None:
-    with migration_lock(connection, lock_key(db.version_table)):
+def _run_online(connection: Connection, db: DatabaseConfig, tenant_schema: str | None) -> None:
+    schema = tenant_schema or db.version_table_schema
+    if db.version_table_schema and not tenant_schema:
+        # The registry's own schema must exist before Alembic creates its version table.
+        outside = not connection.in_transaction()
+        connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{db.version_table_schema}"'))
+        if outside:
+            connection.commit()
+    with migration_lock(connection, lock_key(db.version_table, schema)):
         context.configure(
             connection=connection,
-            transaction_per_migration=True,
+            # A tenant's revisions run in the caller's one transaction (see TenantMigrator).
+            transaction_per_migration=tenant_schema is None,
             process_revision_directives=_skip_empty,
-            **configure_options(db),
+            **configure_options(db, tenant_schema),
         )
         with context.begin_transaction():
             context.run_migrations()
@@ -104,14 +122,15 @@ def run_env(config_path: str) -> None:
             context.run_migrations()
         return
     handed: Connection | Engine | None = cfg.attributes.get("connection")
+    tenant_schema: str | None = cfg.attributes.get("tenant_schema")
     if isinstance(handed, Connection):
-        _run_online(handed, db)
+        _run_online(handed, db, tenant_schema)
         return
     # pytest-alembic hands in an Engine; otherwise connect from the db lib's settings.
     engine = handed if isinstance(handed, Engine) else build_admin_engine(db.settings())
     try:
         with engine.connect() as conn:
-            _run_online(conn, db)
+            _run_online(conn, db, tenant_schema)
     finally:
         if handed is None:
             engine.dispose()

@@ -80,6 +80,14 @@ def _revs(revs: tuple[str, ...]) -> str:
     return ", ".join(revs) if revs else "(empty database)"
 
 
+def _upgrade_and_report(db: DatabaseConfig) -> None:
+    before, after = Migrator(db).upgrade("head")
+    if before == after:
+        console.print(f"{db.name}: already at head ({_revs(after)}); nothing to do.")
+    else:
+        console.print(f"{db.name}: upgraded {_revs(before)} -> {_revs(after)}.")
+
+
 def database_app(db: DatabaseConfig) -> typer.Typer:
     """The sub-commands of one database."""
     app = typer.Typer(
@@ -114,13 +122,15 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
 
     @app.command()
     @handle_errors
-    def migrate() -> None:
-        """Development: upgrade the database to head."""
-        before, after = Migrator(db).upgrade("head")
-        if before == after:
-            console.print(f"{name}: already at head ({_revs(after)}); nothing to do.")
-        else:
-            console.print(f"{name}: upgraded {_revs(before)} -> {_revs(after)}.")
+    def migrate(
+        workers: Annotated[int, typer.Option(min=1, max=64, help="Tenant worker processes.")] = 2,
+    ) -> None:
+        """Development: upgrade the database to head (registry and every tenant too)."""
+        if db.tenancy is not None:
+            _upgrade_and_report(db.tenancy.registry)
+        _upgrade_and_report(db)
+        if db.tenancy is not None and migrate_tenants(db, workers):
+            raise typer.Exit(1)
 
     @app.command()
     @handle_errors
@@ -219,6 +229,134 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
         console.print(f"{name}: seeded.")
         if note:
             console.print(note)
+
+    if db.tenancy is not None:
+        app.add_typer(database_app(db.tenancy.registry), name="registry")
+        app.add_typer(tenants_app(db), name="tenants")
+    return app
+
+
+def _results_table(results: list[Any]) -> Table:
+    table = Table("tenant", "schema", "before", "after", "result", "seconds")
+    for r in sorted(results, key=lambda r: (not r.failed, r.slug)):
+        style = "red" if r.failed else ("green" if r.status == "migrated" else "dim")
+        table.add_row(
+            r.slug, r.schema, r.before or "-", r.after or "-",
+            f"[{style}]{r.status}[/]" + (f": {escape(r.error)}" if r.error else ""),
+            f"{r.seconds:.2f}",
+        )  # fmt: skip
+    return table
+
+
+def migrate_tenants(db: DatabaseConfig, workers: int) -> list[Any]:
+    """Migrate every tenant schema with a progress bar; print the per-tenant table."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from db_kit.tenant_migrations import TenantMigrator
+
+    progress = Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=console, transient=True,
+    )  # fmt: skip
+    task = progress.add_task(f"{db.name} tenants", total=None)
+
+    def started(count: int) -> None:
+        progress.update(task, total=count)
+
+    def finished(result: Any) -> None:
+        progress.advance(task)
+
+    with progress:
+        results = TenantMigrator(db).migrate_all(
+            workers=workers, on_start=started, on_result=finished
+        )
+    migrated = sum(r.status == "migrated" for r in results)
+    failed = [r for r in results if r.failed]
+    if migrated or failed:
+        console.print(_results_table(results))
+    console.print(
+        f"{db.name} tenants: {migrated} migrated, {len(results) - migrated - len(failed)} "
+        f"already at head, {len(failed)} failed."
+    )
+    return failed
+
+
+def tenants_app(db: DatabaseConfig) -> typer.Typer:
+    """``db NAME tenants ...``: schema-per-tenant provisioning and migrations."""
+    from db_kit.tenant_migrations import TenantMigrator
+
+    app = typer.Typer(help=f"Tenant schemas of the {db.name} database.", no_args_is_help=True)
+    name = db.name
+
+    @app.command("create")
+    @handle_errors
+    def create(
+        slug: Annotated[str, typer.Argument(help="Lower-case letters, digits, _; 1-40 chars.")],
+        title: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
+        region: Annotated[str | None, typer.Option(help="Region label, e.g. us or eu.")] = None,
+    ) -> None:
+        """Register a tenant, create its schema and migrate it (one transaction)."""
+        result = TenantMigrator(db).create(slug, title, region)
+        console.print(
+            f"{name}: tenant {slug} created in schema {result.schema} at {result.after} "
+            f"({result.seconds:.2f}s)."
+        )
+
+    @app.command("list")
+    @handle_errors
+    def list_tenants() -> None:
+        """Every tenant with its schema, status and revision."""
+        migrator = TenantMigrator(db)
+        with migrator.connect() as conn:
+            rows = migrator.tenants(conn)
+        table = Table("tenant", "schema", "status", "revision")
+        for row in rows:
+            table.add_row(row.slug, row.schema, row.status, row.revision or "-")
+        console.print(table)
+
+    @app.command("status")
+    @handle_errors
+    def status() -> None:
+        """Per tenant: current revision, head, and the last migration error if any."""
+        migrator = TenantMigrator(db)
+        head = migrator.head()
+        with migrator.connect() as conn:
+            rows = migrator.tenants(conn)
+            versions = migrator.versions(conn, [r.schema for r in rows])
+        table = Table("tenant", "schema", "current", "head", "state")
+        behind = 0
+        for row in rows:
+            current = versions[row.schema]
+            state = "up to date" if current == head else "pending"
+            if row.last_error:
+                state = f"[red]failed[/]: {escape(row.last_error)}"
+            behind += current != head
+            table.add_row(row.slug, row.schema, current or "-", head, state)
+        console.print(table)
+        console.print(f"{len(rows)} tenant(s), {behind} not at head.")
+        if behind:
+            raise typer.Exit(3)
+
+    @app.command("migrate")
+    @handle_errors
+    def migrate(
+        workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 2,
+    ) -> None:
+        """Bring every tenant schema to head, in parallel; rerun to resume after a failure."""
+        if migrate_tenants(db, workers):
+            raise typer.Exit(1)
+
+    @app.command("drop")
+    @handle_errors
+    def drop(
+        slug: str,
+        yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    ) -> None:
+        """Drop a tenant's schema and all its data (asks first)."""
+        if not yes and not typer.confirm(f"Drop tenant {slug} and ALL its data?"):
+            _fail("aborted; nothing changed.")
+        TenantMigrator(db).drop(slug)
+        console.print(f"{name}: tenant {slug} dropped.")
 
     return app
 

@@ -22,6 +22,26 @@ def _import(path: str) -> Any:
 
 
 @dataclass(frozen=True)
+class SchemaTenancy:
+    """Schema-per-tenant layout of a database.
+
+    Tenant tables have no schema in the models; each tenant's live in ``<prefix><slug>``
+    (sessions translate it with ``schema_translate_map``). The registry of tenants lives
+    in its own schema with its own models and migrations (``registry``).
+    """
+
+    registry: DatabaseConfig
+    registry_table: str = "tenants"
+    schema_prefix: str = "tenant_"
+
+    def schema_for(self, slug: str) -> str:
+        """The schema of tenant ``slug``; the slug is validated before it names anything."""
+        from db_shared.tenancy import validate_tenant_slug
+
+        return f"{self.schema_prefix}{validate_tenant_slug(slug)}"
+
+
+@dataclass(frozen=True)
 class DatabaseConfig:
     """Everything the toolkit needs to know about one database library.
 
@@ -36,6 +56,12 @@ class DatabaseConfig:
     version_table: str = "alembic_version"
     seed: str | None = None
     description: str = ""
+    # Where the version table lives; None: the connection's default (search_path) schema.
+    version_table_schema: str | None = None
+    # Schemas autogenerate and drift checks look at; empty: the default schema only.
+    schemas: tuple[str, ...] = ()
+    # Schema-per-tenant: the registry's own config (core schema) and how schemas are named.
+    tenancy: SchemaTenancy | None = None
     _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def settings(self) -> DatabaseSettings:

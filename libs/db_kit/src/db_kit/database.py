@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import TypeVar
 
-from sqlalchemy import text
+from sqlalchemy import Engine, select, text
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from db_kit.config import DatabaseConfig
@@ -17,8 +19,11 @@ from db_kit.engine import Engines, build_engines
 from db_kit.errors import ConstraintColumns, translate
 from db_kit.settings import DatabaseSettings
 from db_shared.errors import DatabaseError
+from db_shared.tenancy import current_tenant
 
 T = TypeVar("T")
+TENANT_BIND_CACHE = 10_000
+KNOWN_TENANT_TTL = 5.0
 
 
 class SQLAlchemyDatabase:
@@ -34,6 +39,7 @@ class SQLAlchemyDatabase:
         *,
         settings: DatabaseSettings | None = None,
         url: URL | str | None = None,
+        multi_tenant: bool | None = None,
     ) -> None:
         self.config = config
         self._settings = settings
@@ -42,6 +48,10 @@ class SQLAlchemyDatabase:
         self._lock = threading.Lock()
         self._models: dict[type, type] = {}
         self._columns: ConstraintColumns | None = None
+        self._multi_tenant = multi_tenant
+        # One translated engine view per tenant schema; they share the pool.
+        self._tenant_engines: OrderedDict[str, tuple[AsyncEngine, Engine]] = OrderedDict()
+        self._known: dict[str, float] = {}
 
     @property
     def name(self) -> str:
@@ -73,12 +83,74 @@ class SQLAlchemyDatabase:
         url = self._engines.url if self._engines is not None else None
         return translate(exc, columns=self._columns, url=url)
 
+    # tenancy -------------------------------------------------------------------------
+
+    @property
+    def multi_tenant(self) -> bool:
+        """Whether sessions are routed to the current tenant's schema."""
+        if self._multi_tenant is not None:
+            return self._multi_tenant
+        return self.config.tenancy is not None and self.settings.multi_tenant
+
+    def tenant_schema(self) -> str | None:
+        """The schema of the current tenant, or None when this database is not multi-tenant.
+
+        Raises ``TenantRequiredError`` rather than ever falling back to another schema.
+        """
+        tenancy = self.config.tenancy
+        if tenancy is None or not self.multi_tenant:
+            return None
+        return tenancy.schema_for(current_tenant().slug)
+
+    def _tenant_binds(self, schema: str) -> tuple[AsyncEngine, Engine]:
+        binds = self._tenant_engines.get(schema)
+        if binds is None:
+            # Translating at execution keeps one compiled-statement cache for every tenant,
+            # and nothing (no search_path) is left on the pooled connection.
+            translate = {None: schema}
+            engines = self.engines
+            binds = (
+                engines.async_engine.execution_options(schema_translate_map=translate),
+                engines.sync_engine.execution_options(schema_translate_map=translate),
+            )
+            self._tenant_engines[schema] = binds
+            if len(self._tenant_engines) > TENANT_BIND_CACHE:
+                self._tenant_engines.popitem(last=False)
+        return binds
+
+    async def tenant_exists(self, slug: str) -> bool:
+        """Whether ``slug`` is an active tenant in the registry (cached for a few seconds)."""
+        tenancy = self.config.tenancy
+        if tenancy is None:
+            return False
+        now = time.monotonic()
+        if self._known.get(slug, 0.0) > now:
+            return True
+        registry = tenancy.registry
+        table = registry.metadata.tables[
+            f"{registry.version_table_schema}.{tenancy.registry_table}"
+        ]
+        stmt = select(table.c.slug).where(table.c.slug == slug, table.c.status == "active")
+        try:
+            async with self.engines.async_engine.connect() as conn:
+                found = (await conn.execute(stmt)).first() is not None
+        except Exception as exc:
+            mapped = self.translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        if found:
+            self._known[slug] = now + KNOWN_TENANT_TTL
+        return found
+
     # units of work -------------------------------------------------------------------
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
+        schema = self.tenant_schema()
         try:
-            async with self.engines.async_sessions() as session:
+            bind = self._tenant_binds(schema)[0] if schema else self.engines.async_engine
+            async with self.engines.async_sessions(bind=bind) as session:
                 try:
                     yield session
                     await session.commit()
@@ -93,8 +165,10 @@ class SQLAlchemyDatabase:
 
     @contextmanager
     def sync_session(self) -> Iterator[Session]:
+        schema = self.tenant_schema()
         try:
-            with self.engines.sync_sessions() as session:
+            bind = self._tenant_binds(schema)[1] if schema else self.engines.sync_engine
+            with self.engines.sync_sessions(bind=bind) as session:
                 try:
                     yield session
                     session.commit()
@@ -149,6 +223,7 @@ class SQLAlchemyDatabase:
     async def dispose(self) -> None:
         with self._lock:
             engines, self._engines = self._engines, None
+            self._tenant_engines.clear()
         if engines is not None:
             await engines.async_engine.dispose()
             engines.sync_engine.dispose()
@@ -157,6 +232,7 @@ class SQLAlchemyDatabase:
         """Dispose from synchronous code (scripts); async connections are dropped unclosed."""
         with self._lock:
             engines, self._engines = self._engines, None
+            self._tenant_engines.clear()
         if engines is not None:
             engines.sync_engine.dispose()
             engines.async_engine.sync_engine.dispose(close=False)

@@ -143,7 +143,13 @@ class Migrator:
     # reading -------------------------------------------------------------------------
 
     def current(self, conn: Connection) -> tuple[str, ...]:
-        ctx = MigrationContext.configure(conn, opts={"version_table": self.db.version_table})
+        ctx = MigrationContext.configure(
+            conn,
+            opts={
+                "version_table": self.db.version_table,
+                "version_table_schema": self.db.version_table_schema,
+            },
+        )
         return tuple(ctx.get_current_heads())
 
     def heads(self) -> tuple[str, ...]:
@@ -209,7 +215,10 @@ class Migrator:
     def _locked(self) -> Iterator[Connection]:
         # The lock covers reading the "before" revision too, so a deploy that waited for
         # another one reports "nothing to do" rather than a change it did not make.
-        with self.connect() as conn, migration_lock(conn, lock_key(self.db.version_table)):
+        with (
+            self.connect() as conn,
+            migration_lock(conn, lock_key(self.db.version_table, self.db.version_table_schema)),
+        ):
             yield conn
 
     def _move(
@@ -260,16 +269,36 @@ class Migrator:
     def reset(self) -> None:
         """Drop every object of the database's ``public`` schema and migrate to head."""
         self.guard_development("reset")
-        with self.connect() as conn, migration_lock(conn, lock_key(self.db.version_table)):
+        with self._locked() as conn:
             conn.execute(text("DROP SCHEMA public CASCADE"))
             conn.execute(text("CREATE SCHEMA public"))
+            tenancy = self.db.tenancy
+            if tenancy is not None:
+                # Tenant schemas and the registry go too: they describe what was dropped.
+                schemas = conn.execute(
+                    text(
+                        "SELECT nspname FROM pg_namespace "
+                        "WHERE starts_with(nspname, :prefix) OR nspname = :registry"
+                    ),
+                    {
+                        "prefix": tenancy.schema_prefix,
+                        "registry": tenancy.registry.version_table_schema,
+                    },
+                ).scalars()
+                for schema in list(schemas):
+                    conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
             conn.commit()
+        if self.db.tenancy is not None:
+            Migrator(self.db.tenancy.registry, self.url).upgrade("head")
         self.upgrade("head")
 
     def push(self) -> list[str]:
         """Apply the model changes directly, without a revision (prototyping only)."""
         self.guard_development("push")
-        with self.connect() as conn, migration_lock(conn, lock_key(self.db.version_table)):
+        with (
+            self.connect() as conn,
+            migration_lock(conn, lock_key(self.db.version_table, self.db.version_table_schema)),
+        ):
             ctx = MigrationContext.configure(conn, opts=configure_options(self.db))
             script = produce_migrations(ctx, self.db.metadata)
             ops = Operations(ctx)

@@ -92,6 +92,8 @@ class DatabaseSettings(BaseSettings):
     statement_timeout_ms: int = Field(default=30_000, ge=0)
     echo_sql: bool = False
     application_name: str = "data-layer"
+    # Route every session to the current tenant (schema-per-tenant databases only).
+    multi_tenant: bool = False
     # Where the embedded development server keeps its data (relative to the workspace root).
     embedded_data_dir: str = ".data/postgres"
 

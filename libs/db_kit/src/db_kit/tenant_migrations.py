@@ -1,0 +1,266 @@
+"""Schema-per-tenant: provision, drop and migrate tenant schemas.
+
+Each tenant's tables live in ``<prefix><slug>`` with its own ``alembic_version``. A tenant is
+migrated in one transaction (``SET LOCAL search_path`` to its schema, so hand-written SQL
+in revisions lands there too, and nothing outlives the transaction on the connection), under
+a per-tenant advisory lock. ``migrate_all`` skips tenants already at head after one look
+at the version tables, then runs the rest in worker processes: Alembic's command API keeps
+module-level state and is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from alembic import command
+from sqlalchemy import Connection, Table, delete, func, insert, select, text, update
+from sqlalchemy.engine import URL, make_url
+
+from db_kit.alembic_env import LOCK_CLASS, lock_key, migration_lock
+from db_kit.config import DatabaseConfig, SchemaTenancy
+from db_kit.migrations import Migrator
+from db_shared.errors import ConfigurationError, NotFoundError
+
+ALL_TENANTS_LOCK = "tenants"
+
+
+@dataclass(frozen=True)
+class TenantRow:
+    slug: str
+    schema: str
+    status: str
+    revision: str | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class TenantResult:
+    slug: str
+    schema: str
+    before: str | None
+    after: str | None
+    status: str  # "migrated" | "up to date" | "failed"
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+
+def _quoted(schema: str) -> str:
+    # Schemas come from SchemaTenancy.schema_for (validated slug, fixed prefix); quote anyway.
+    return '"' + schema.replace('"', '""') + '"'
+
+
+class TenantMigrator:
+    """Tenant operations of one schema-per-tenant database."""
+
+    def __init__(self, db: DatabaseConfig, url: URL | None = None) -> None:
+        if db.tenancy is None:
+            raise ConfigurationError(f"The {db.name} database is not schema-per-tenant.")
+        self.db = db
+        self.tenancy: SchemaTenancy = db.tenancy
+        self.migrator = Migrator(db, url)
+
+    @property
+    def table(self) -> Table:
+        registry = self.tenancy.registry
+        schema = registry.version_table_schema
+        return registry.metadata.tables[f"{schema}.{self.tenancy.registry_table}"]
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        with self.migrator.connect() as conn:
+            yield conn
+
+    def head(self) -> str:
+        heads = self.migrator.heads()
+        if len(heads) != 1:
+            raise ConfigurationError(f"{self.db.name} has {len(heads)} heads; merge them first.")
+        return heads[0]
+
+    # registry ------------------------------------------------------------------------
+
+    def tenants(self, conn: Connection) -> list[TenantRow]:
+        t = self.table.c
+        rows = conn.execute(
+            select(t.slug, t.schema_name, t.status, t.revision, t.last_error).order_by(t.slug)
+        )
+        return [TenantRow(*row) for row in rows]
+
+    def get(self, conn: Connection, slug: str) -> TenantRow:
+        schema = self.tenancy.schema_for(slug)
+        for row in self.tenants(conn):
+            if row.schema == schema:
+                return row
+        raise NotFoundError("tenant", slug)
+
+    def versions(self, conn: Connection, schemas: list[str]) -> dict[str, str | None]:
+        """Current revision of each schema: one catalog query, then one UNION ALL query."""
+        present = [
+            row[0]
+            for row in conn.execute(
+                text(
+                    "SELECT table_schema FROM information_schema.tables "
+                    "WHERE table_name = :t AND table_schema = ANY(:s)"
+                ),
+                {"t": self.db.version_table, "s": schemas},
+            )
+        ]
+        found: dict[str, str | None] = dict.fromkeys(schemas)
+        if present:
+            union = " UNION ALL ".join(
+                f"SELECT {i} AS i, version_num FROM {_quoted(s)}.{self.db.version_table}"
+                for i, s in enumerate(present)
+            )
+            for i, version in conn.execute(text(union)):
+                found[present[i]] = version
+        return found
+
+    # provisioning ----------------------------------------------------------------------
+
+    def create(self, slug: str, name: str | None = None, region: str | None = None) -> TenantResult:
+        """Register the tenant, create its schema and migrate it, all in one transaction."""
+        schema = self.tenancy.schema_for(slug)
+        started = time.perf_counter()
+        with self.connect() as conn, conn.begin():
+            conn.execute(
+                insert(self.table).values(
+                    slug=slug, name=name or slug, schema_name=schema, region=region
+                )
+            )
+            conn.execute(text(f"CREATE SCHEMA {_quoted(schema)}"))
+            after = self._upgrade_in_transaction(conn, schema)
+            self._record(conn, slug, after, None)
+        return TenantResult(
+            slug, schema, None, after, "migrated", None, time.perf_counter() - started
+        )
+
+    def drop(self, slug: str) -> None:
+        """Drop the tenant's schema and its registry row (irreversible)."""
+        schema = self.tenancy.schema_for(slug)
+        with self.connect() as conn, conn.begin():
+            self.get(conn, slug)
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {_quoted(schema)} CASCADE"))
+            conn.execute(delete(self.table).where(self.table.c.slug == slug))
+
+    # migrating -----------------------------------------------------------------------
+
+    def _upgrade_in_transaction(self, conn: Connection, schema: str) -> str | None:
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(:c, :k)"),
+            {"c": LOCK_CLASS, "k": lock_key(self.db.version_table, schema)},
+        )
+        conn.execute(text(f"SET LOCAL search_path TO {_quoted(schema)}"))
+        cfg = self.migrator.alembic_config(conn)
+        cfg.attributes["tenant_schema"] = schema
+        command.upgrade(cfg, "head")
+        return self.versions(conn, [schema])[schema]
+
+    def _record(self, conn: Connection, slug: str, revision: str | None, error: str | None) -> None:
+        t = self.table.c
+        values: dict[str, Any] = {"last_error": error}
+        if error is None:
+            values.update(revision=revision, migrated_at=func.now(), status="active")
+        conn.execute(update(self.table).where(t.slug == slug).values(**values))
+
+    def migrate_one(self, conn: Connection, tenant: TenantRow, before: str | None) -> TenantResult:
+        started = time.perf_counter()
+        try:
+            with conn.begin():
+                after = self._upgrade_in_transaction(conn, tenant.schema)
+                self._record(conn, tenant.slug, after, None)
+        except Exception as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:500]
+            with conn.begin():
+                self._record(conn, tenant.slug, None, reason)
+            return TenantResult(
+                tenant.slug, tenant.schema, before, before, "failed", reason,
+                time.perf_counter() - started,
+            )  # fmt: skip
+        return TenantResult(
+            tenant.slug,
+            tenant.schema,
+            before,
+            after,
+            "migrated",
+            None,
+            time.perf_counter() - started,
+        )
+
+    def plan(
+        self, conn: Connection
+    ) -> tuple[list[TenantResult], list[tuple[TenantRow, str | None]]]:
+        """(tenants already at head, tenants to migrate with their current revision)."""
+        head = self.head()
+        tenants = self.tenants(conn)
+        versions = self.versions(conn, [t.schema for t in tenants])
+        done = [
+            TenantResult(t.slug, t.schema, head, head, "up to date")
+            for t in tenants
+            if versions[t.schema] == head
+        ]
+        todo = [(t, versions[t.schema]) for t in tenants if versions[t.schema] != head]
+        return done, todo
+
+    def migrate_all(
+        self,
+        *,
+        workers: int = 2,
+        on_start: Callable[[int], None] | None = None,
+        on_result: Callable[[TenantResult], None] | None = None,
+    ) -> list[TenantResult]:
+        """Bring every tenant to head; a failing tenant is reported and left as it was."""
+        results: list[TenantResult] = []
+        with self.connect() as conn, migration_lock(conn, lock_key(ALL_TENANTS_LOCK, "*")):
+            done, todo = self.plan(conn)
+            conn.rollback()
+            results.extend(done)
+            if on_start:
+                on_start(len(todo))
+            if workers <= 1 or len(todo) <= 1:
+                for tenant, before in todo:
+                    result = self.migrate_one(conn, tenant, before)
+                    results.append(result)
+                    if on_result:
+                        on_result(result)
+                return results
+            url = self.migrator.url.render_as_string(hide_password=False)
+            with ProcessPoolExecutor(
+                max_workers=min(workers, len(todo)),
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_init,
+                initargs=(self.db, url),
+            ) as pool:
+                futures = [pool.submit(_worker_migrate, t, before) for t, before in todo]
+                for future in as_completed(futures):
+                    result = future.result()
+                    results.append(result)
+                    if on_result:
+                        on_result(result)
+        return results
+
+
+# worker processes ----------------------------------------------------------------------
+
+_worker: dict[str, Any] = {}
+
+
+def _worker_init(db: DatabaseConfig, url: str) -> None:
+    migrator = TenantMigrator(db, make_url(url))
+    engine = migrator.migrator.engine()
+    _worker["migrator"] = migrator
+    _worker["conn"] = engine.connect()
+
+
+def _worker_migrate(tenant: TenantRow, before: str | None) -> TenantResult:
+    migrator: TenantMigrator = _worker["migrator"]
+    conn: Connection = _worker["conn"]
+    return migrator.migrate_one(conn, tenant, before)
