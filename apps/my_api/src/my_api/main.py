@@ -1,30 +1,59 @@
-"""my_api: core database wired into auth, notifications, payments and contact.
+"""my_api: the core database wired into auth, notifications, payments and contact.
 
-Run: `uv run uvicorn my_api.main:app` (or `make run`). Set the database URL to use any
-PostgreSQL; unset in development, the embedded server is used.
+Run: `uv run uvicorn my_api.main:app` (or `make run`). Set DATABASE_URL to use any
+PostgreSQL; unset in development, the embedded server is used. With
+CORE_DB_MULTI_TENANT=true every request is routed to its tenant's schema by
+MY_API_TENANT_BASE_DOMAIN / MY_API_TENANT_HOSTS / MY_API_TENANT_HEADER.
 """
 
 from __future__ import annotations
 
 from fastapi import FastAPI
+from pydantic_settings import SettingsConfigDict
 
 import core_db
 from api_kit import bind_database, create_api
+from api_kit.routing import TenantRoutingSettings
+from api_kit.tenancy import DEFAULT_EXEMPT_PATHS, TenantMiddleware
 from auth.router import router as auth_router
 from contact.router import router as contact_router
-from db_shared import Database
+from db_kit.database import SQLAlchemyDatabase
+from db_shared.tenancy import Tenant
 from notifications.router import router as notifications_router
 from payments.router import router as payments_router
 
+DESCRIPTION = "my_api: core database wired into auth, notifications, payments and contact."
 
-def create_app(database: Database | None = None) -> FastAPI:
+
+class MyApiRouting(TenantRoutingSettings):
+    model_config = SettingsConfigDict(env_prefix="MY_API_", extra="ignore")
+
+
+def create_app(
+    database: SQLAlchemyDatabase | None = None, routing: TenantRoutingSettings | None = None
+) -> FastAPI:
     """The app, bound to ``database`` (default: the process-wide core_db.database)."""
-    return create_api(
+    db = database if database is not None else core_db.database
+    app = create_api(
         name="my_api",
-        description="my_api: core database wired into auth, notifications, payments and contact.",
-        binders=[bind_database(database if database is not None else core_db.database)],
+        description=DESCRIPTION,
+        binders=[bind_database(db)],
         routers=[auth_router, notifications_router, payments_router, contact_router],
     )
+    if db.multi_tenant:
+        resolver = (routing or MyApiRouting()).resolver()
+
+        async def known(tenant: Tenant) -> bool:
+            return await db.tenant_exists(tenant.slug)
+
+        app.add_middleware(
+            TenantMiddleware,
+            resolver=resolver,
+            known=known,
+            # The identity webhook names its tenant in the signed payload.
+            exempt_paths=(*DEFAULT_EXEMPT_PATHS, "/auth/webhooks"),
+        )
+    return app
 
 
 app = create_app()

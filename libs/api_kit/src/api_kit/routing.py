@@ -1,0 +1,51 @@
+"""How an app maps requests to tenants, from settings (``<APP>_TENANT_*`` variables)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from api_kit.tenancy import (
+    FirstMatch,
+    HeaderResolver,
+    HostMapResolver,
+    SubdomainResolver,
+    TenantResolver,
+)
+from db_shared.errors import ConfigurationError
+
+
+class TenantRoutingSettings(BaseSettings):
+    """Subclass per app with its own ``env_prefix`` (``MY_API_``, ``BIBIKOS_API_``).
+
+    Resolvers are tried in order: host map, subdomain, header.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="APP_", extra="ignore")
+
+    # {"us": ["app.example.com", "*.us.example.com"], "eu": ["app.example.eu"]}
+    tenant_hosts: dict[str, list[str]] = Field(default_factory=dict)
+    # With tenant_hosts: the tenant of a host no pattern matches (None: 404).
+    tenant_default: str | None = None
+    # acme.example.com -> acme
+    tenant_base_domain: str | None = None
+    # Only behind a proxy that sets it: clients could otherwise choose their tenant.
+    tenant_header: str | None = None
+
+    def resolver(self) -> TenantResolver:
+        """The resolver these settings describe; an error naming the variables if none."""
+        resolvers: list[TenantResolver] = []
+        if self.tenant_hosts:
+            resolvers.append(HostMapResolver(self.tenant_hosts, default=self.tenant_default))
+        if self.tenant_base_domain:
+            resolvers.append(SubdomainResolver(self.tenant_base_domain))
+        if self.tenant_header:
+            resolvers.append(HeaderResolver(self.tenant_header))
+        if not resolvers:
+            prefix = self.model_config.get("env_prefix", "")
+            raise ConfigurationError(
+                "The database is multi-tenant but no tenant routing is configured: set "
+                f"{prefix}TENANT_BASE_DOMAIN (e.g. example.com), {prefix}TENANT_HOSTS "
+                f'(e.g. {{"us": ["app.example.com"]}}) or {prefix}TENANT_HEADER.'
+            )
+        return resolvers[0] if len(resolvers) == 1 else FirstMatch(*resolvers)

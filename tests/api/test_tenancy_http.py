@@ -1,0 +1,116 @@
+"""my_api multi-tenant by configuration: subdomain -> tenant schema, over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+from harness import LiveServer
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL
+
+import core_db
+from core_db.config import REGISTRY
+from db_kit.database import SQLAlchemyDatabase
+from db_kit.migrations import Migrator
+from db_kit.tenant_migrations import TenantMigrator
+from db_shared import ConfigurationError
+from my_api.main import MyApiRouting, create_app
+
+BODY = {"email": "same@example.com", "password": "long enough 1"}
+
+
+def count(url: URL, schema: str) -> int:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text(f"SELECT count(*) FROM {schema}.auth_users")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def tenants_url(fresh_database: Callable[..., URL]) -> URL:
+    url = fresh_database("tenant_http")
+    Migrator(REGISTRY, url).upgrade()
+    Migrator(core_db.CONFIG, url).upgrade()
+    for slug in ("acme", "globex"):
+        TenantMigrator(core_db.CONFIG, url).create(slug)
+    return url
+
+
+@pytest.fixture
+def base(tenants_url: URL) -> Iterator[str]:
+    database = SQLAlchemyDatabase(core_db.CONFIG, url=tenants_url, multi_tenant=True)
+    app = create_app(database, MyApiRouting(tenant_base_domain="example.test"))
+    with LiveServer(app) as base_url:
+        yield base_url
+
+
+def on(tenant: str) -> dict[str, str]:
+    return {"Host": f"{tenant}.example.test"}
+
+
+def test_subdomains_route_to_their_own_schema(base: str, tenants_url: URL) -> None:
+    with httpx.Client(base_url=base) as client:
+        for tenant in ("acme", "globex"):
+            assert client.post("/auth/register", json=BODY, headers=on(tenant)).status_code == 201
+        # The same email registers once per tenant, and a duplicate is caught per tenant.
+        assert client.post("/auth/register", json=BODY, headers=on("acme")).status_code == 409
+        token = client.post("/auth/login", json=BODY, headers=on("acme")).json()["access_token"]
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert client.get("/auth/me", headers={**on("acme"), **bearer}).status_code == 200
+        # acme's session token means nothing in globex.
+        assert client.get("/auth/me", headers={**on("globex"), **bearer}).status_code == 401
+    assert (count(tenants_url, "tenant_acme"), count(tenants_url, "tenant_globex")) == (1, 1)
+    assert count(tenants_url, "public") == 0
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["nope.example.test", "example.test", 'x";DROP SCHEMA core;--.example.test', "pg_catalog.example.test",
+     "a.b.example.test", "acme.example.test.evil.org", "other.org"],
+)  # fmt: skip
+def test_unknown_or_malicious_hosts_are_404_json(base: str, tenants_url: URL, host: str) -> None:
+    response = httpx.get(f"{base}/auth/me", headers={"Host": host})
+    assert response.status_code == 404
+    assert response.json()["code"] == "unknown_tenant"
+    assert httpx.get(f"{base}/health/live", headers={"Host": host}).status_code == 200
+    engine = create_engine(tenants_url)
+    with engine.connect() as conn:
+        schemas = set(conn.execute(text("SELECT nspname FROM pg_namespace")).scalars())
+    engine.dispose()
+    assert "core" in schemas
+
+
+def test_interleaved_concurrent_requests_never_cross(base: str) -> None:
+    async def scenario() -> None:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+            tokens = {}
+            for tenant in ("acme", "globex"):
+                body = {"email": f"owner@{tenant}.example", "password": "long enough 1"}
+                assert (
+                    await client.post("/auth/register", json=body, headers=on(tenant))
+                ).status_code == 201
+                login = await client.post("/auth/login", json=body, headers=on(tenant))
+                tokens[tenant] = login.json()["access_token"]
+
+            async def me(i: int) -> None:
+                tenant = ("acme", "globex")[i % 2]
+                headers = {**on(tenant), "Authorization": f"Bearer {tokens[tenant]}"}
+                response = await client.get("/auth/me", headers=headers)
+                assert response.status_code == 200, response.text
+                assert response.json()["email"] == f"owner@{tenant}.example"
+
+            await asyncio.gather(*(me(i) for i in range(100)))
+
+    asyncio.run(scenario())
+
+
+def test_multi_tenant_without_routing_is_a_start_up_error(tenants_url: URL) -> None:
+    database = SQLAlchemyDatabase(core_db.CONFIG, url=tenants_url, multi_tenant=True)
+    with pytest.raises(ConfigurationError) as info:
+        create_app(database, MyApiRouting())
+    assert "MY_API_TENANT_BASE_DOMAIN" in str(info.value)
