@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -114,3 +115,134 @@ def test_multi_tenant_without_routing_is_a_start_up_error(tenants_url: URL) -> N
     with pytest.raises(ConfigurationError) as info:
         create_app(database, MyApiRouting())
     assert "MY_API_TENANT_BASE_DOMAIN" in str(info.value)
+
+
+# --- identity sync webhook --------------------------------------------------------------
+
+SECRET = "whsec-test-1"
+
+
+def signed(event: dict[str, object], secret: str = SECRET) -> tuple[bytes, dict[str, str]]:
+    from auth.webhooks import signature
+
+    body = json.dumps(event).encode()
+    return body, {
+        "X-Webhook-Signature": signature(secret, body),
+        "content-type": "application/json",
+    }
+
+
+def event(
+    kind: str, tenant: str = "acme", email: str = "ext@example.com", **data: object
+) -> dict[str, object]:
+    return {
+        "id": f"evt-{kind}-{email}",
+        "type": f"identity.{kind}",
+        "tenant_id": tenant,
+        "data": {"id": "ext-42", "email": email, **data},
+    }
+
+
+def users(url: URL, schema: str) -> list[tuple[object, ...]]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [
+                tuple(r)
+                for r in conn.execute(
+                    text(
+                        f"SELECT email, username, is_active, updated_at FROM {schema}.auth_users ORDER BY id"
+                    )
+                )
+            ]
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def webhook_secret(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("AUTH_WEBHOOK_SECRET", SECRET)
+    return SECRET
+
+
+def test_identity_events_upsert_idempotently_into_their_tenant(
+    base: str, tenants_url: URL, webhook_secret: str
+) -> None:
+    url = f"{base}/auth/webhooks/identity"
+    body, headers = signed(event("created", username="ext_user"))
+    assert httpx.post(url, content=body, headers=headers).status_code == 200
+    first = users(tenants_url, "tenant_acme")
+    assert [(e, u, a) for e, u, a, _ in first] == [("ext@example.com", "ext_user", True)]
+    assert users(tenants_url, "tenant_globex") == []
+
+    # A replay changes nothing, not even updated_at.
+    assert httpx.post(url, content=body, headers=headers).status_code == 200
+    assert users(tenants_url, "tenant_acme") == first
+
+    body, headers = signed(event("updated", email="new@example.com"))
+    assert httpx.post(url, content=body, headers=headers).status_code == 200
+    assert [r[0] for r in users(tenants_url, "tenant_acme")] == ["new@example.com"]
+
+    body, headers = signed(event("deleted", email="new@example.com"))
+    for _ in range(2):
+        assert httpx.post(url, content=body, headers=headers).status_code == 200
+    assert [r[2] for r in users(tenants_url, "tenant_acme")] == [False]
+
+
+def test_identity_webhook_refusals(base: str, tenants_url: URL, webhook_secret: str) -> None:
+    url = f"{base}/auth/webhooks/identity"
+    body, headers = signed(event("created"))
+    bad = {**headers, "X-Webhook-Signature": "sha256=" + "0" * 64}
+    assert httpx.post(url, content=body, headers=bad).status_code == 401
+    wrong_secret = signed(event("created"), secret="another")[1]
+    assert httpx.post(url, content=body, headers=wrong_secret).status_code == 401
+    assert (
+        httpx.post(url, content=body, headers={"content-type": "application/json"}).status_code
+        == 401
+    )
+
+    for tenant in ("nope", 'x";DROP SCHEMA core;--', "pg_catalog"):
+        body, headers = signed(event("created", tenant=tenant))
+        response = httpx.post(url, content=body, headers=headers)
+        assert response.status_code == 404, response.text
+        assert response.json()["code"] == "unknown_tenant"
+
+    body, headers = signed({"type": "identity.created"})
+    assert httpx.post(url, content=body, headers=headers).status_code == 422
+    assert users(tenants_url, "tenant_acme") == []
+    assert users(tenants_url, "tenant_globex") == []
+
+
+def test_identity_webhook_tenant_database_down_is_503(
+    webhook_secret: str, tmp_path: object
+) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    from db_kit.embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="db_kit_webhook_")))
+    try:
+        server.start()
+        url = make_url(server.ensure_database("hooks"))
+        Migrator(REGISTRY, url).upgrade()
+        Migrator(core_db.CONFIG, url).upgrade()
+        TenantMigrator(core_db.CONFIG, url).create("acme")
+        database = SQLAlchemyDatabase(core_db.CONFIG, url=url, multi_tenant=True)
+        app = create_app(database, MyApiRouting(tenant_base_domain="example.test"))
+        with LiveServer(app) as base_url:
+            body, headers = signed(event("created"))
+            assert (
+                httpx.post(
+                    f"{base_url}/auth/webhooks/identity", content=body, headers=headers
+                ).status_code
+                == 200
+            )
+            server.stop()
+            down = httpx.post(f"{base_url}/auth/webhooks/identity", content=body, headers=headers)
+            assert down.status_code == 503  # the sender retries later
+            assert down.headers["Retry-After"]
+    finally:
+        server.destroy()

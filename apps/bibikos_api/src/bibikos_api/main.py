@@ -11,6 +11,7 @@ from fastapi import FastAPI
 import bibikos_db
 from api_kit import bind_database, create_api
 from auth.router import router as auth_router
+from auth.webhooks import router as identity_webhook_router
 from bibikos_api.gym.router import router as gym_router
 from contact.router import router as contact_router
 from db_shared import Database
@@ -24,7 +25,7 @@ def create_app(database: Database | None = None) -> FastAPI:
         name="bibikos_api",
         description="bibikos_api: bibikos database wired into the shared modules, plus gym routes.",
         binders=[bind_database(database if database is not None else bibikos_db.database)],
-        routers=[auth_router, notifications_router, payments_router, contact_router, gym_router],
+        routers=[auth_router, identity_webhook_router, notifications_router, payments_router, contact_router, gym_router],
     )
 
 

@@ -16,6 +16,7 @@ from api_kit import bind_database, create_api
 from api_kit.routing import TenantRoutingSettings
 from api_kit.tenancy import DEFAULT_EXEMPT_PATHS, TenantMiddleware
 from auth.router import router as auth_router
+from auth.webhooks import router as identity_webhook_router
 from contact.router import router as contact_router
 from db_kit.database import SQLAlchemyDatabase
 from db_shared.tenancy import Tenant
@@ -38,7 +39,7 @@ def create_app(
         name="my_api",
         description=DESCRIPTION,
         binders=[bind_database(db)],
-        routers=[auth_router, notifications_router, payments_router, contact_router],
+        routers=[auth_router, identity_webhook_router, notifications_router, payments_router, contact_router],
     )
     if db.multi_tenant:
         resolver = (routing or MyApiRouting()).resolver()

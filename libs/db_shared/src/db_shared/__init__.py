@@ -19,7 +19,7 @@ from db_shared.errors import (
     SerializationFailureError,
     UnboundTokenError,
 )
-from db_shared.protocols import Database
+from db_shared.protocols import Database, TenantDirectory
 from db_shared.tenancy import (
     InvalidTenantError,
     Tenant,
@@ -64,6 +64,7 @@ __all__ = [
     "RetryableError",
     "SerializationFailureError",
     "Tenant",
+    "TenantDirectory",
     "TenantRequiredError",
     "Token",
     "UnboundTokenError",

@@ -42,3 +42,17 @@ class Database(Protocol):
     async def dispose(self) -> None:
         """Close every pooled connection (async and sync engines)."""
         ...
+
+
+@runtime_checkable
+class TenantDirectory(Protocol):
+    """A database that routes to the current tenant and can say whether a tenant exists."""
+
+    @property
+    def multi_tenant(self) -> bool:
+        """Whether sessions are routed to the current tenant."""
+        ...
+
+    async def tenant_exists(self, slug: str) -> bool:
+        """Whether ``slug`` is a tenant this database serves."""
+        ...
