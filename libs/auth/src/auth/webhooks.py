@@ -70,8 +70,9 @@ def signature(secret: str, body: bytes) -> str:
 
 def verify(secret: SecretStr | None, body: bytes, given: str | None) -> None:
     if secret is None:
+        # Disabled rather than failing: a 5xx would make senders retry forever.
         raise ProblemError(
-            503, "webhook_not_configured", "Set AUTH_WEBHOOK_SECRET to accept identity events."
+            404, "webhook_disabled", "Set AUTH_WEBHOOK_SECRET to accept identity events."
         )
     expected = signature(secret.get_secret_value(), body)
     if not given or not hmac.compare_digest(expected, given.strip()):
