@@ -25,7 +25,14 @@ def create_app(database: Database | None = None) -> FastAPI:
         name="bibikos_api",
         description="bibikos_api: bibikos database wired into the shared modules, plus gym routes.",
         binders=[bind_database(database if database is not None else bibikos_db.database)],
-        routers=[auth_router, identity_webhook_router, notifications_router, payments_router, contact_router, gym_router],
+        routers=[
+            auth_router,
+            identity_webhook_router,
+            notifications_router,
+            payments_router,
+            contact_router,
+            gym_router,
+        ],
     )
 
 

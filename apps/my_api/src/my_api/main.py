@@ -39,7 +39,13 @@ def create_app(
         name="my_api",
         description=DESCRIPTION,
         binders=[bind_database(db)],
-        routers=[auth_router, identity_webhook_router, notifications_router, payments_router, contact_router],
+        routers=[
+            auth_router,
+            identity_webhook_router,
+            notifications_router,
+            payments_router,
+            contact_router,
+        ],
     )
     if db.multi_tenant:
         resolver = (routing or MyApiRouting()).resolver()
