@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import core_db
 from bibikos_db import BibikosSettings
 from core_db import CoreSettings
 from db_kit.settings import DRIVER, DatabaseSettings
@@ -307,3 +308,22 @@ def test_pool_settings_are_read_with_the_db_lib_prefix(
     monkeypatch.setenv("BIBIKOS_DB_POOL_SIZE", "3")
     assert CoreSettings.load().pool_size == 7
     assert BibikosSettings.load().pool_size == 3
+
+
+def test_migrations_refuse_to_run_through_pgbouncer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from db_kit.migrations import Migrator
+
+    monkeypatch.setenv("CORE_DB_PGBOUNCER", "true")
+    core_db.CONFIG.reset()
+    try:
+        with pytest.raises(ConfigurationError) as info:
+            Migrator(core_db.CONFIG)
+        assert "directly" in str(info.value)
+        assert "DATABASE_URL" in str(info.value)
+        settings = core_db.CONFIG.settings()
+        from db_kit.engine import connect_args
+
+        assert connect_args(settings)["prepare_threshold"] is None
+        assert "options" not in connect_args(settings)
+    finally:
+        core_db.CONFIG.reset()

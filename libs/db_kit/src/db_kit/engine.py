@@ -33,12 +33,17 @@ class Engines:
 
 def connect_args(settings: DatabaseSettings) -> dict[str, Any]:
     """psycopg connection arguments: connect timeout, statement timeout, application name."""
-    options = f"-c statement_timeout={settings.statement_timeout_ms}"
-    return {
+    args: dict[str, Any] = {
         "connect_timeout": settings.connect_timeout,
-        "options": options,
         "application_name": settings.application_name,
     }
+    if settings.pgbouncer:
+        # A transaction pooler hands each transaction to any server connection: a statement
+        # prepared on one is missing (or clashes) on the next.
+        args["prepare_threshold"] = None
+    else:
+        args["options"] = f"-c statement_timeout={settings.statement_timeout_ms}"
+    return args
 
 
 def engine_kwargs(settings: DatabaseSettings, *, pooled: bool = True) -> dict[str, Any]:

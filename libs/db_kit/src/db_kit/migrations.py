@@ -86,6 +86,14 @@ class Migrator:
         self.db = db
         self.settings = db.settings()
         self._url = url
+        if self.settings.pgbouncer and url is None:
+            # Session-level advisory locks and one-transaction-per-tenant need one server
+            # connection for the whole run; a transaction pooler does not give that.
+            raise ConfigurationError(
+                f"{self.settings.url_variable} goes through PgBouncer "
+                f"({type(self.settings).__name__}.pgbouncer is on): migrations must connect to "
+                "PostgreSQL directly. Run them with the direct server URL and pgbouncer off."
+            )
 
     @property
     def url(self) -> URL:

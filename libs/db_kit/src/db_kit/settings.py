@@ -90,6 +90,9 @@ class DatabaseSettings(BaseSettings):
     pool_pre_ping: bool = True
     connect_timeout: int = Field(default=5, ge=1, le=600)
     statement_timeout_ms: int = Field(default=30_000, ge=0)
+    # Behind a transaction pooler (PgBouncer pool_mode=transaction): no server-side prepared
+    # statements and no `options` startup parameter (set statement_timeout on the role).
+    pgbouncer: bool = False
     echo_sql: bool = False
     application_name: str = "data-layer"
     # Route every session to the current tenant (schema-per-tenant databases only).

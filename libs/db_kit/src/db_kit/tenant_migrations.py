@@ -16,9 +16,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
-from alembic import command
+from alembic.runtime.environment import EnvironmentContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Table, delete, func, insert, select, text, update
 from sqlalchemy.engine import URL, make_url
 
@@ -68,6 +70,11 @@ class TenantMigrator:
         self.db = db
         self.tenancy: SchemaTenancy = db.tenancy
         self.migrator = Migrator(db, url)
+
+    @cached_property
+    def script(self) -> ScriptDirectory:
+        """Revisions read once per migrator (so once per worker process)."""
+        return ScriptDirectory.from_config(self.migrator.alembic_config())
 
     @property
     def table(self) -> Table:
@@ -161,8 +168,22 @@ class TenantMigrator:
         conn.execute(text(f"SET LOCAL search_path TO {_quoted(schema)}"))
         cfg = self.migrator.alembic_config(conn)
         cfg.attributes["tenant_schema"] = schema
-        command.upgrade(cfg, "head")
-        return self.versions(conn, [schema])[schema]
+        script = self.script
+        # What alembic.command.upgrade does, minus building a ScriptDirectory (and compiling
+        # every revision file) again for each of a thousand tenants.
+        with EnvironmentContext(
+            cfg,
+            script,
+            fn=lambda rev, _ctx: script._upgrade_revs("head", rev),
+            as_sql=False,
+            starting_rev=None,
+            destination_rev="head",
+        ):
+            script.run_env()
+        version: str | None = conn.execute(
+            text(f"SELECT version_num FROM {_quoted(schema)}.{self.db.version_table}")
+        ).scalar()
+        return version
 
     def _record(self, conn: Connection, slug: str, revision: str | None, error: str | None) -> None:
         t = self.table.c
