@@ -13,13 +13,11 @@ from pydantic_settings import SettingsConfigDict
 
 import core_db
 from api_kit import bind_database, create_api
-from api_kit.routing import TenantRoutingSettings
-from api_kit.tenancy import DEFAULT_EXEMPT_PATHS, TenantMiddleware
+from api_kit.routing import TenantRoutingSettings, add_tenant_routing
 from auth.router import router as auth_router
 from auth.webhooks import router as identity_webhook_router
 from contact.router import router as contact_router
 from db_kit.database import SQLAlchemyDatabase
-from db_shared.tenancy import Tenant
 from notifications.router import router as notifications_router
 from payments.router import router as payments_router
 
@@ -48,18 +46,7 @@ def create_app(
         ],
     )
     if db.multi_tenant:
-        resolver = (routing or MyApiRouting()).resolver()
-
-        async def known(tenant: Tenant) -> bool:
-            return await db.tenant_exists(tenant.slug)
-
-        app.add_middleware(
-            TenantMiddleware,
-            resolver=resolver,
-            known=known,
-            # The identity webhook names its tenant in the signed payload.
-            exempt_paths=(*DEFAULT_EXEMPT_PATHS, "/auth/webhooks"),
-        )
+        add_tenant_routing(app, db, routing or MyApiRouting())
     return app
 
 

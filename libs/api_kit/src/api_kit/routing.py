@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from fastapi import FastAPI
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from api_kit.tenancy import (
+    DEFAULT_EXEMPT_PATHS,
     FirstMatch,
     HeaderResolver,
     HostMapResolver,
     SubdomainResolver,
+    TenantMiddleware,
     TenantResolver,
 )
+from db_shared import TenantDirectory
 from db_shared.errors import ConfigurationError
+from db_shared.tenancy import Tenant
 
 
 class TenantRoutingSettings(BaseSettings):
@@ -49,3 +54,21 @@ class TenantRoutingSettings(BaseSettings):
                 f'(e.g. {{"us": ["app.example.com"]}}) or {prefix}TENANT_HEADER.'
             )
         return resolvers[0] if len(resolvers) == 1 else FirstMatch(*resolvers)
+
+
+def add_tenant_routing(
+    app: FastAPI, directory: TenantDirectory, routing: TenantRoutingSettings
+) -> None:
+    """Route every request to its tenant; only tenants ``directory`` knows are served."""
+    resolver = routing.resolver()
+
+    async def known(tenant: Tenant) -> bool:
+        return await directory.tenant_exists(tenant.slug)
+
+    app.add_middleware(
+        TenantMiddleware,
+        resolver=resolver,
+        known=known,
+        # The identity webhook names its tenant in the signed payload.
+        exempt_paths=(*DEFAULT_EXEMPT_PATHS, "/auth/webhooks"),
+    )
