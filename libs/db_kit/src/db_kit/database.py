@@ -49,7 +49,7 @@ class SQLAlchemyDatabase:
         self._models: dict[type, type] = {}
         self._columns: ConstraintColumns | None = None
         self._multi_tenant = multi_tenant
-        # One translated engine view per tenant schema; they share the pool.
+        # One translated engine view per tenant (by slug); they share the pool.
         self._tenant_engines: OrderedDict[str, tuple[AsyncEngine, Engine]] = OrderedDict()
         self._known: dict[str, float] = {}
 
@@ -70,7 +70,8 @@ class SQLAlchemyDatabase:
                     from sqlalchemy.engine import make_url
 
                     url = make_url(self._url) if isinstance(self._url, str) else self._url
-                    self._engines = build_engines(self.settings, url)
+                    # Schema-per-tenant: no server-side prepares (see engine.connect_args).
+                    self._engines = build_engines(self.settings, url, prepare=not self.multi_tenant)
                 engines = self._engines
         return engines
 
@@ -102,18 +103,23 @@ class SQLAlchemyDatabase:
             return None
         return tenancy.schema_for(current_tenant().slug)
 
-    def _tenant_binds(self, schema: str) -> tuple[AsyncEngine, Engine]:
-        binds = self._tenant_engines.get(schema)
+    def _current_binds(self) -> tuple[AsyncEngine, Engine] | None:
+        """The current tenant's translated engines (None when not multi-tenant)."""
+        tenancy = self.config.tenancy
+        if tenancy is None or not self.multi_tenant:
+            return None
+        slug = current_tenant().slug  # a Tenant's slug was validated when it was made
+        binds = self._tenant_engines.get(slug)
         if binds is None:
             # Translating at execution keeps one compiled-statement cache for every tenant,
             # and nothing (no search_path) is left on the pooled connection.
-            translate = {None: schema}
+            translate = {None: tenancy.schema_for(slug)}
             engines = self.engines
             binds = (
                 engines.async_engine.execution_options(schema_translate_map=translate),
                 engines.sync_engine.execution_options(schema_translate_map=translate),
             )
-            self._tenant_engines[schema] = binds
+            self._tenant_engines[slug] = binds
             if len(self._tenant_engines) > TENANT_BIND_CACHE:
                 self._tenant_engines.popitem(last=False)
         return binds
@@ -147,9 +153,9 @@ class SQLAlchemyDatabase:
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        schema = self.tenant_schema()
+        binds = self._current_binds()
         try:
-            bind = self._tenant_binds(schema)[0] if schema else self.engines.async_engine
+            bind = binds[0] if binds else self.engines.async_engine
             async with self.engines.async_sessions(bind=bind) as session:
                 try:
                     yield session
@@ -165,9 +171,9 @@ class SQLAlchemyDatabase:
 
     @contextmanager
     def sync_session(self) -> Iterator[Session]:
-        schema = self.tenant_schema()
+        binds = self._current_binds()
         try:
-            bind = self._tenant_binds(schema)[1] if schema else self.engines.sync_engine
+            bind = binds[1] if binds else self.engines.sync_engine
             with self.engines.sync_sessions(bind=bind) as session:
                 try:
                     yield session

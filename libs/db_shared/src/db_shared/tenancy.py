@@ -134,7 +134,7 @@ def as_tenant(value: TenantLike) -> Tenant:
     """A ``Tenant`` from a tenant or a slug (validated)."""
     if isinstance(value, Tenant):
         return value
-    return Tenant(validate_tenant_slug(value))
+    return Tenant(value)  # the constructor validates the slug
 
 
 _current: contextvars.ContextVar[Tenant | None] = contextvars.ContextVar(
