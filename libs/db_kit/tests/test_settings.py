@@ -327,3 +327,11 @@ def test_migrations_refuse_to_run_through_pgbouncer(monkeypatch: pytest.MonkeyPa
         assert "options" not in connect_args(settings)
     finally:
         core_db.CONFIG.reset()
+
+
+def test_validation_errors_never_echo_the_input() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as info:
+        CoreSettings(pool_size="postgresql://u:hunter2@h/db")  # type: ignore[arg-type]
+    assert "hunter2" not in str(info.value)

@@ -15,8 +15,7 @@ from db_kit.tenant_databases import TenantDatabaseSettings, TenantUrls, tenant_u
 
 
 class BibikosSettings(TenantDatabaseSettings):
-    # Validation errors never echo the input: tenant URLs carry passwords.
-    model_config = settings_config(env_prefix="BIBIKOS_DB_") | {"hide_input_in_errors": True}
+    model_config = settings_config(env_prefix="BIBIKOS_DB_")
 
     url_variable: ClassVar[str] = "BIBIKOS_DATABASE_URL"
     embedded_database: ClassVar[str] = "bibikos"

@@ -61,6 +61,8 @@ def settings_config(env_prefix: str) -> SettingsConfigDict:
         env_file_encoding="utf-8",
         extra="ignore",
         populate_by_name=True,
+        # A ValidationError's text would otherwise include the input: URLs carry passwords.
+        hide_input_in_errors=True,
     )
 
 
