@@ -103,8 +103,14 @@ def test_database_down_gives_503_and_recovers_without_restart(own_server: Embedd
         token = client.post("/auth/login", json=body).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
         assert client.get("/auth/me", headers=headers).status_code == 200
+        assert client.get("/health/ready").json() == {"status": "ok", "database": "core"}
 
         own_server.stop()
+        not_ready = client.get("/health/ready")
+        assert not_ready.status_code == 503
+        assert not_ready.json()["status"] == "unavailable"
+        assert "127.0.0.1" in not_ready.json()["reason"]
+        assert client.get("/health/live").status_code == 200
         down = client.get("/auth/me", headers=headers)
         assert down.status_code == 503
         assert down.headers["Retry-After"] == "5"
@@ -113,6 +119,7 @@ def test_database_down_gives_503_and_recovers_without_restart(own_server: Embedd
         assert write.status_code == 503
 
         own_server.start(port=port)
+        assert client.get("/health/ready").status_code == 200
         back = client.get("/auth/me", headers=headers)
         assert back.status_code == 200, back.text
         assert (

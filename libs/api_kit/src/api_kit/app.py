@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable, Sequence
 
 from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
 
 from api_kit._svcs import svcs
 from api_kit.errors import install_error_handlers
 from db_shared import DATABASE, Database, Token
+from db_shared.errors import DatabaseError
+from db_shared.tenancy import TenantRequiredError
 
 Binder = Callable[[svcs.Registry], None]
 
@@ -66,5 +69,23 @@ def create_api(
     @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/health/ready", tags=["health"], response_model=None)
+    async def ready(registry: svcs.fastapi.DepRegistry) -> JSONResponse:
+        """200 when the bound database answers a ping, 503 (with the reason) when not."""
+        async with svcs.Container(registry) as container:
+            database: Database = container.get(DATABASE)  # type: ignore[call-overload]
+        try:
+            await database.ping()
+        except TenantRequiredError:
+            # Database-per-tenant: there is no single database to ping.
+            return JSONResponse({"status": "ok", "database": "per tenant"})
+        except DatabaseError as exc:
+            return JSONResponse(
+                {"status": "unavailable", "database": database.name, "reason": str(exc)},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
+        return JSONResponse({"status": "ok", "database": database.name})
 
     return app

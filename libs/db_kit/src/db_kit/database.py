@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -52,6 +54,7 @@ class SQLAlchemyDatabase:
         # One translated engine view per tenant (by slug); they share the pool.
         self._tenant_engines: OrderedDict[str, tuple[AsyncEngine, Engine]] = OrderedDict()
         self._known: dict[str, float] = {}
+        _live_databases.add(self)
 
     @property
     def name(self) -> str:
@@ -243,5 +246,30 @@ class SQLAlchemyDatabase:
             engines.sync_engine.dispose()
             engines.async_engine.sync_engine.dispose(close=False)
 
+    def _after_fork_in_child(self) -> None:
+        """Forget the parent's engines without closing them: their sockets are the parent's.
+
+        Pre-fork servers (gunicorn with uvicorn workers) then open fresh connections per
+        worker on first use, and the parent's pooled connections stay intact.
+        """
+        self._lock = threading.Lock()
+        engines, self._engines = self._engines, None
+        self._tenant_engines.clear()
+        if engines is not None:
+            engines.sync_engine.dispose(close=False)
+            engines.async_engine.sync_engine.dispose(close=False)
+
     def __repr__(self) -> str:
         return f"SQLAlchemyDatabase({self.name})"
+
+
+_live_databases: weakref.WeakSet[SQLAlchemyDatabase] = weakref.WeakSet()
+
+
+def _forget_engines_after_fork() -> None:
+    for database in list(_live_databases):
+        database._after_fork_in_child()
+
+
+# One hook for every instance: register_at_fork cannot unregister, instances come and go.
+os.register_at_fork(after_in_child=_forget_engines_after_fork)
