@@ -219,3 +219,31 @@ def database_at_head(
         return url
 
     return make
+
+
+def alembic_test_fixtures(config: object) -> tuple[object, object]:
+    """``alembic_config`` and ``alembic_engine`` for pytest-alembic on a fresh database.
+
+    In a test module: ``alembic_config, alembic_engine = alembic_test_fixtures(CONFIG)``.
+    """
+    from sqlalchemy import create_engine
+
+    from db_kit.config import DatabaseConfig
+    from db_kit.migrations import Migrator
+
+    assert isinstance(config, DatabaseConfig)
+
+    @pytest.fixture
+    def alembic_config(fresh_database: Callable[..., URL]) -> object:
+        url = fresh_database(config.name.replace(" ", "_"))
+        cfg = Migrator(config, url).alembic_config()
+        cfg.attributes["test_url"] = url
+        return cfg
+
+    @pytest.fixture
+    def alembic_engine(alembic_config: object) -> Iterator[object]:
+        engine = create_engine(alembic_config.attributes["test_url"])  # type: ignore[attr-defined]
+        yield engine
+        engine.dispose()
+
+    return alembic_config, alembic_engine
