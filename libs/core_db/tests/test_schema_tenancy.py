@@ -174,6 +174,10 @@ def test_failing_tenant_is_reported_others_reach_head_and_a_rerun_resumes(tenant
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'tenant_globex'",
     ) == [(1,)]
 
+    summary = runner.invoke(build_app(), ["core", "status"])
+    assert summary.exit_code == 3
+    assert "tenants: 3, 1 not at head" in summary.output
+
     status = runner.invoke(build_app(), ["core", "tenants", "status"])
     assert status.exit_code == 3
     assert "failed" in status.output
@@ -230,3 +234,18 @@ def test_concurrent_tenant_migrations_serialize(tenant_db: URL) -> None:
         "core tenants: 0 migrated, 2 already at head, 0 failed.",
         "core tenants: 2 migrated, 0 already at head, 0 failed.",
     ], outputs
+
+
+def test_status_without_a_registry_says_to_migrate(
+    fresh_database: Callable[..., URL], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = fresh_database("no_registry")
+    Migrator(core_db.CONFIG, url).upgrade()
+    monkeypatch.setenv("DATABASE_URL", url.render_as_string(hide_password=False))
+    core_db.CONFIG.reset()
+    try:
+        result = CliRunner().invoke(build_app(), ["core", "status"])
+    finally:
+        core_db.CONFIG.reset()
+    assert result.exit_code == 3, result.output
+    assert "no registry yet (run `db core migrate`)" in result.output

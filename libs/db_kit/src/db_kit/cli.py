@@ -163,7 +163,24 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
                 console.print(f"    {line}")
         elif not st.pending:
             console.print("  drift:   none")
-        if st.pending or st.drift:
+        behind = 0
+        if db.tenancy is not None:
+            from db_kit.tenant_migrations import TenantMigrator
+
+            tenants = TenantMigrator(db)
+            with tenants.connect() as conn:
+                ready = tenants.registry_ready(conn)
+                done, todo = tenants.plan(conn) if ready else ([], [])
+            behind = len(todo)
+            if not ready:
+                behind = 1  # the registry itself is pending
+                console.print(f"  tenants: no registry yet (run `db {name} migrate`)")
+            else:
+                console.print(
+                    f"  tenants: {len(done) + behind}, {behind} not at head"
+                    + (f" (see `db {name} tenants status`)" if behind else "")
+                )
+        if st.pending or st.drift or behind:
             raise typer.Exit(3)
 
     @app.command()

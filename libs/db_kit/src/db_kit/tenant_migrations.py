@@ -21,7 +21,7 @@ from typing import Any
 
 from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Table, delete, func, insert, select, text, update
+from sqlalchemy import Connection, Table, delete, func, insert, inspect, select, text, update
 from sqlalchemy.engine import URL, make_url
 
 from db_kit.alembic_env import LOCK_CLASS, lock_key, migration_lock
@@ -94,6 +94,10 @@ class TenantMigrator:
         return heads[0]
 
     # registry ------------------------------------------------------------------------
+
+    def registry_ready(self, conn: Connection) -> bool:
+        """Whether the registry table exists (the registry has been migrated)."""
+        return inspect(conn).has_table(self.table.name, schema=self.table.schema)
 
     def tenants(self, conn: Connection) -> list[TenantRow]:
         t = self.table.c
