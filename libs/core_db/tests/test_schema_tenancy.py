@@ -249,3 +249,19 @@ def test_status_without_a_registry_says_to_migrate(
         core_db.CONFIG.reset()
     assert result.exit_code == 3, result.output
     assert "no registry yet (run `db core migrate`)" in result.output
+
+
+def test_seed_a_tenant_schema(tenant_db: URL) -> None:
+    runner = CliRunner()
+    result = runner.invoke(build_app(), ["core", "seed", "--tenant", "acme"])
+    assert result.exit_code == 0, result.output
+    assert "seeded tenant acme" in result.output
+    assert sql(tenant_db, "SELECT count(*) FROM tenant_acme.roles") == [(2,)]
+    assert sql(tenant_db, "SELECT count(*) FROM tenant_globex.roles") == [(0,)]
+    assert sql(tenant_db, "SELECT count(*) FROM public.roles") == [(0,)]
+    missing = runner.invoke(build_app(), ["core", "seed", "--tenant", "nope"])
+    assert missing.exit_code == 1
+    assert "tenant 'nope' was not found" in missing.output
+    bad = runner.invoke(build_app(), ["core", "seed", "--tenant", "a,public"])
+    assert bad.exit_code == 1
+    assert sql(tenant_db, "SELECT count(*) FROM public.roles") == [(0,)]

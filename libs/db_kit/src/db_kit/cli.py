@@ -240,10 +240,14 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
 
     @app.command()
     @handle_errors
-    def seed() -> None:
+    def seed(
+        tenant: Annotated[
+            str | None, typer.Option(help="Seed this tenant's schema instead of the default.")
+        ] = None,
+    ) -> None:
         """Insert the development seed data (idempotent)."""
-        note = Migrator(db).seed()
-        console.print(f"{name}: seeded.")
+        note = Migrator(db).seed(tenant)
+        console.print(f"{name}: seeded" + (f" tenant {tenant}." if tenant else "."))
         if note:
             console.print(note)
 

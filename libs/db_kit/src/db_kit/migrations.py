@@ -20,7 +20,7 @@ from db_kit.alembic_env import configure_options, lock_key, migration_lock
 from db_kit.config import DatabaseConfig
 from db_kit.engine import build_admin_engine
 from db_kit.errors import translate
-from db_shared.errors import ConfigurationError
+from db_shared.errors import ConfigurationError, NotFoundError
 
 Heads = tuple[str, ...]
 FILE_TEMPLATE = "%%(year)d%%(month).2d%%(day).2d_%%(hour).2d%%(minute).2d_%%(rev)s_%%(slug)s"
@@ -323,17 +323,35 @@ class Migrator:
             conn.commit()
         return applied
 
-    def seed(self) -> str | None:
-        """Run the db lib's seed in one transaction; returns its note for the operator."""
+    def seed(self, tenant: str | None = None) -> str | None:
+        """Run the db lib's seed in one transaction; returns its note for the operator.
+
+        ``tenant``: seed that tenant's schema (schema-per-tenant databases).
+        """
         fn = self.db.seed_function()
         if fn is None:
             raise ConfigurationError(f"The {self.db.name} database defines no seed function.")
+        schema = None
+        if tenant is not None:
+            if self.db.tenancy is None:
+                raise ConfigurationError(f"The {self.db.name} database has no tenant schemas.")
+            schema = self.db.tenancy.schema_for(tenant)  # validated before any SQL
         from sqlalchemy.orm import Session
 
-        with self.connect() as conn, Session(bind=conn) as session:
-            note = fn(session)
-            session.commit()
-            conn.commit()
+        with self.connect() as raw:
+            conn = raw
+            if schema is not None:
+                found = raw.execute(
+                    text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": schema}
+                ).first()
+                raw.rollback()
+                if found is None:
+                    raise NotFoundError("tenant", tenant)
+                conn = raw.execution_options(schema_translate_map={None: schema})
+            with Session(bind=conn) as session:
+                note = fn(session)
+                session.commit()
+            raw.commit()
         return note
 
     def guard_development(self, action: str) -> None:
