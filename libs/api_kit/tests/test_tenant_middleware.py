@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import APIRouter, FastAPI
 from fastapi.requests import HTTPConnection
+from harness import LiveServer  # tests/api/harness.py (on pytest's pythonpath)
 
 from api_kit import (
     CallableResolver,
@@ -44,30 +42,6 @@ CAL_HOSTS = {
 EXEMPT = ("/health/live", "/docs", "/openapi.json", "/redoc", "/probe", "/public")
 # Requests inside /slow right now and at most (one server loop at a time updates it).
 IN_FLIGHT = {"now": 0, "peak": 0}
-
-
-class LiveServer:
-    """uvicorn serving ``app`` in a thread (the pattern of tests/api/harness.py)."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 def slug_or_none() -> str | None:
