@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, status
 
-from api_kit import MAX_ID, DatabaseDep, IdPath
+from api_kit import DatabaseDep, IdPath
+from api_kit.pagination import DEFAULT_LIMIT, Limit, Offset
 from auth.dependencies import AdminDep
 from contact.schemas import (
-    DEFAULT_LIMIT,
-    MAX_LIMIT,
     ContactCreatedOut,
     ContactIn,
     ContactMessageOut,
@@ -27,8 +26,6 @@ async def get_contact_service(db: DatabaseDep) -> ContactService:
 
 
 ContactServiceDep = Annotated[ContactService, Depends(get_contact_service)]
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
-Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)

@@ -7,10 +7,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
+from api_kit.pagination import Page
 from contact.tables import ContactMessageStatus
-
-DEFAULT_LIMIT = 20
-MAX_LIMIT = 100
 
 # Not lowercased (the sender may have no account): only the domain, which is
 # case-insensitive, is normalised by the validator.
@@ -48,8 +46,4 @@ class ContactMessageOut(BaseModel):
     resolved_by_id: int | None
 
 
-class ContactPage(BaseModel):
-    items: list[ContactMessageOut]
-    total: int
-    limit: int
-    offset: int
+ContactPage = Page[ContactMessageOut]

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, status
 
-from api_kit import MAX_ID, DatabaseDep, IdPath
+from api_kit import DatabaseDep, IdPath
+from api_kit.pagination import DEFAULT_LIMIT, Limit, Offset
 from auth.dependencies import AdminDep, CurrentUserDep
 from notifications.schemas import (
-    DEFAULT_LIMIT,
-    MAX_LIMIT,
     NotificationCreatedOut,
     NotificationIn,
     NotificationOut,
@@ -28,8 +27,6 @@ async def get_notification_service(db: DatabaseDep) -> NotificationService:
 
 
 NotificationServiceDep = Annotated[NotificationService, Depends(get_notification_service)]
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
-Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)

@@ -9,11 +9,10 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from api_kit import MAX_ID
+from api_kit.pagination import Page
 
 MAX_RECIPIENTS = 10_000
 MAX_DATA_BYTES = 16_384
-DEFAULT_LIMIT = 20
-MAX_LIMIT = 100
 
 
 def _strict_json(value: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -67,13 +66,6 @@ class NotificationOut(BaseModel):
     created_at: datetime
 
 
-class NotificationPage(BaseModel):
-    items: list[NotificationOut]
-    total: int
-    limit: int
-    offset: int
-
-
 class ReadOut(BaseModel):
     id: int
     read_at: datetime
@@ -81,3 +73,6 @@ class ReadOut(BaseModel):
 
 class ReadAllOut(BaseModel):
     updated: int
+
+
+NotificationPage = Page[NotificationOut]

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Depends, Query, status
 from pydantic import AwareDatetime
 
 from api_kit import DatabaseDep, IdPath, ProblemError
+from api_kit.pagination import Limit, Offset, Page
 from auth.dependencies import AdminDep, CurrentUserDep
-from bibikos_api.gym.schemas import BookingOut, ClassIn, ClassOut, MemberOut, MembershipIn, Page
+from bibikos_api.gym.schemas import BookingOut, ClassIn, ClassOut, MemberOut, MembershipIn
 from bibikos_api.gym.service import GymService
 from bibikos_db.models import BookingStatus, MembershipType
 
@@ -22,8 +23,6 @@ async def get_gym_service(db: DatabaseDep) -> GymService:
 
 
 GymServiceDep = Annotated[GymService, Depends(get_gym_service)]
-Limit = Annotated[int, Query(ge=1, le=200)]
-Offset = Annotated[int, Query(ge=0, le=1_000_000)]
 
 
 # members -------------------------------------------------------------------------------

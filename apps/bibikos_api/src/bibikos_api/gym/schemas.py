@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Generic, Self, TypeVar
+from typing import Annotated, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -11,7 +11,6 @@ from bibikos_db.models import BookingStatus, MembershipType
 
 MAX_CAPACITY = 1000
 
-T = TypeVar("T")
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 Description = Annotated[str, StringConstraints(max_length=5000)]
@@ -19,15 +18,6 @@ Description = Annotated[str, StringConstraints(max_length=5000)]
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-
-class Page(BaseModel, Generic[T]):
-    """One page of a longer list; ``total`` counts every match, not just this page."""
-
-    items: list[T]
-    total: int
-    limit: int
-    offset: int
 
 
 # members ---------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_kit import ProblemError
+from api_kit.pagination import Page
 from auth.service import CurrentUser
-from bibikos_api.gym.schemas import BookingOut, ClassIn, ClassOut, MemberOut, Page
+from bibikos_api.gym.schemas import BookingOut, ClassIn, ClassOut, MemberOut
 from bibikos_db.models import (
     AuthUser,
     Booking,
