@@ -96,18 +96,11 @@ class SQLAlchemyDatabase:
             return self._multi_tenant
         return self.config.tenancy is not None and self.settings.multi_tenant
 
-    def tenant_schema(self) -> str | None:
-        """The schema of the current tenant, or None when this database is not multi-tenant.
+    def _current_binds(self) -> tuple[AsyncEngine, Engine] | None:
+        """The current tenant's translated engines (None when not multi-tenant).
 
         Raises ``TenantRequiredError`` rather than ever falling back to another schema.
         """
-        tenancy = self.config.tenancy
-        if tenancy is None or not self.multi_tenant:
-            return None
-        return tenancy.schema_for(current_tenant().slug)
-
-    def _current_binds(self) -> tuple[AsyncEngine, Engine] | None:
-        """The current tenant's translated engines (None when not multi-tenant)."""
         tenancy = self.config.tenancy
         if tenancy is None or not self.multi_tenant:
             return None

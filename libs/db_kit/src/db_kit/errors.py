@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import psycopg
 from sqlalchemy import MetaData
 from sqlalchemy import exc as sa_exc
@@ -125,14 +123,3 @@ def _first_line(orig: BaseException) -> str:
     text = str(orig).strip().splitlines()
     # psycopg messages carry no credentials; keep only the reason line.
     return text[0] if text else type(orig).__name__
-
-
-def translator(
-    columns: ConstraintColumns | None, url_getter: Callable[[], URL | None]
-) -> Callable[[BaseException], DatabaseError | None]:
-    """A one-argument translator bound to one database's metadata and URL."""
-
-    def _translate(exc: BaseException) -> DatabaseError | None:
-        return translate(exc, columns=columns, url=url_getter())
-
-    return _translate

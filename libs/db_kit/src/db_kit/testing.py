@@ -17,7 +17,6 @@ import contextlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -199,10 +198,6 @@ def fresh_database(postgres_server: PostgresServer) -> Iterator[Callable[..., UR
 def url_string(url: URL) -> str:
     """The URL with its password, for environment variables of subprocesses."""
     return url.render_as_string(hide_password=False)
-
-
-def python_executable() -> str:
-    return sys.executable
 
 
 @pytest.fixture
