@@ -35,7 +35,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql as pgsql
-from sqlalchemy import create_engine, event, select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.engine import URL
 
 import core_db
@@ -47,6 +47,7 @@ from db_kit.embedded import SYSTEM_USER
 from db_kit.migrations import Migrator
 from db_kit.tenant_migrations import TenantMigrator
 from db_kit.testing import PostgresServer
+from db_kit.testing import run_sql as sql
 from db_shared import DuplicateEntryError
 from db_shared.errors import InvalidDataError
 from db_shared.tenancy import tenant_context
@@ -255,16 +256,6 @@ def pgbouncer(postgres_server: PostgresServer) -> Iterator[PgBouncer]:
 
 
 # databases -------------------------------------------------------------------------------
-
-
-def sql(url: URL, statement: str, **params: object) -> list[tuple[Any, ...]]:
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            result = conn.execute(text(statement), params)
-            return [tuple(r) for r in result] if result.returns_rows else []
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture

@@ -24,18 +24,9 @@ from db_kit.cli import build_app
 from db_kit.database import SQLAlchemyDatabase
 from db_kit.migrations import Migrator
 from db_kit.tenant_migrations import ALL_TENANTS_LOCK, TenantMigrator
+from db_kit.testing import run_sql as sql
 from db_shared import DuplicateEntryError
 from db_shared.tenancy import InvalidTenantError, TenantRequiredError, tenant_context
-
-
-def sql(url: URL, statement: str, **params: object) -> list[tuple[object, ...]]:
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            result = conn.execute(text(statement), params)
-            return [tuple(r) for r in result] if result.returns_rows else []
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture

@@ -5,22 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 from typer.testing import CliRunner
 
 import bibikos_db
 import core_db
 from db_kit.cli import build_app
+from db_kit.testing import run_sql
 
 
 def scalar(url: URL, sql: str) -> object:
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            return conn.execute(text(sql)).scalar()
-    finally:
-        engine.dispose()
+    return run_sql(url, sql)[0][0]
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -242,3 +243,20 @@ def alembic_test_fixtures(config: object) -> tuple[object, object]:
         engine.dispose()
 
     return alembic_config, alembic_engine
+
+
+def run_sql(url: URL, statement: str, **params: object) -> list[tuple[Any, ...]]:
+    """Run one statement in its own transaction on a pool-less engine; return its rows.
+
+    For assertions on what a test's code left in the database.
+    """
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(text(statement), params)
+            return [tuple(row) for row in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
