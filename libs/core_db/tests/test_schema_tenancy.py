@@ -101,6 +101,9 @@ def test_one_pooled_connection_alternating_tenants_even_after_errors(tenant_db: 
                     schema = s.execute(text("SELECT current_schemas(false)")).scalar_one()
                     assert "tenant_" not in str(schema)  # nothing set on the connection
     assert db.engines.sync_engine.pool.checkedout() == 0
+    # ... with the memoised schema translation (engine.cache_schema_translation) in the path.
+    preparer = db.engines.sync_engine.dialect.identifier_preparer
+    assert getattr(type(preparer), "_db_kit_cached", False)
     db.dispose_sync()
 
 

@@ -69,6 +69,45 @@ def engine_kwargs(
     return kwargs
 
 
+SCHEMA_RENDER_CACHE = 20_000
+
+
+def cache_schema_translation(engine: Engine) -> None:
+    """Memoise the per-execution schema translation of ``engine``'s dialect.
+
+    With ``schema_translate_map`` SQLAlchemy compiles a statement once, with placeholders, and
+    on every execution rewrites that cached string with a regular expression (about as long
+    as db_kit's whole tenant routing: bench/tenancy_sessions.py). The result depends only on
+    the cached string and the map, so it is kept, bounded, per engine. The hook is
+    SQLAlchemy's ``IdentifierPreparer._render_schema_translates``; if a release renames it,
+    this does nothing and translation stays correct, only slower.
+    """
+    preparer = engine.dialect.identifier_preparer
+    base = type(preparer)
+    render = getattr(base, "_render_schema_translates", None)
+    if render is None or getattr(base, "_db_kit_cached", False):
+        return
+    rendered: dict[tuple[str, tuple[tuple[Any, str], ...]], str] = {}
+
+    def _render_schema_translates(self: Any, statement: str, schema_translate_map: Any) -> str:
+        key = (statement, tuple(schema_translate_map.items()))
+        found = rendered.get(key)
+        if found is None:
+            found = render(self, statement, schema_translate_map)
+            if len(rendered) >= SCHEMA_RENDER_CACHE:
+                rendered.clear()
+            rendered[key] = found
+        return found
+
+    # A subclass per engine: the compiler copies the preparer per translate map with
+    # ``self.__class__``, so the copies keep the cache.
+    preparer.__class__ = type(
+        base.__name__,
+        (base,),
+        {"_render_schema_translates": _render_schema_translates, "_db_kit_cached": True},
+    )
+
+
 def build_engines(
     settings: DatabaseSettings, url: URL | None = None, *, prepare: bool = True
 ) -> Engines:
@@ -80,6 +119,8 @@ def build_engines(
     configure_logging(settings)
     async_engine = create_async_engine(target, **engine_kwargs(settings, prepare=prepare))
     sync_engine = create_engine(target, **engine_kwargs(settings, prepare=prepare))
+    for engine in (async_engine.sync_engine, sync_engine):
+        cache_schema_translation(engine)
     return Engines(
         url=target,
         async_engine=async_engine,
