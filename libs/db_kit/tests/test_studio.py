@@ -27,6 +27,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from typer.testing import CliRunner
 
+from bibikos_db.config import CONFIG as BIBIKOS
 from core_db.config import CONFIG, REGISTRY
 from db_kit.cli import database_app
 from db_kit.migrations import Migrator
@@ -210,6 +211,33 @@ def test_unknown_or_malformed_tenant_fails_before_serving(core_url: URL) -> None
         build_studio(CONFIG, url=core_url, tenant="nope")
     with pytest.raises(InvalidTenantError):
         build_studio(CONFIG, url=core_url, tenant="Robert'); DROP")
+
+
+def test_database_per_tenant_studio_opens_that_tenants_database(
+    database_at_head: Callable[..., URL], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    us = database_at_head(BIBIKOS)
+    run_sql(us, "INSERT INTO auth_users (email) VALUES ('us-only@example.com')")
+    monkeypatch.setenv("BIBIKOS_TENANT_URLS", f'{{"us": "{us.render_as_string(False)}"}}')
+    BIBIKOS.reset()
+    try:
+        studio = build_studio(BIBIKOS, tenant="us")
+        assert studio.target.url.database == us.database
+        assert studio.target.schema is None
+        with serving(studio) as client:
+            assert "us-only@example.com" in client.get("/admin/auth-user/list").text
+            assert "(gym_members)" in client.get("/admin/").text
+        with pytest.raises(
+            ConfigurationError, match=r"Unknown tenant 'eu': add it to BIBIKOS_TENANT_URLS"
+        ):
+            build_studio(BIBIKOS, tenant="eu")
+    finally:
+        BIBIKOS.reset()
+
+
+def test_tenant_on_a_database_without_tenants_is_refused(core_url: URL) -> None:
+    with pytest.raises(ConfigurationError, match=r"core registry database has no tenants"):
+        build_studio(REGISTRY, url=core_url, tenant="acme")
 
 
 # the command -------------------------------------------------------------------------------
