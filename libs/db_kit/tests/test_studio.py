@@ -126,6 +126,22 @@ def test_chromium_lists_tables_and_shows_a_row(chromium: str, core_url: URL) -> 
     print(f"studio screenshot: {shot}")
 
 
+def test_every_table_lists_and_text_columns_search(core_url: URL) -> None:
+    from sqladmin.helpers import slugify_class_name
+
+    run_sql(
+        core_url, "INSERT INTO auth_users (email) VALUES ('findme@example.com'), ('other@x.io')"
+    )
+    classes = [m.class_ for base in (CONFIG.base, REGISTRY.base) for m in base.registry.mappers]
+    with serving(build_studio(CONFIG, url=core_url)) as client:
+        for cls in classes:
+            page = client.get(f"/admin/{slugify_class_name(cls.__name__)}/list")
+            assert page.status_code == 200, f"{cls.__name__}: {page.status_code}"
+        found = client.get("/admin/auth-user/list", params={"search": "FINDME"}).text
+        assert "findme@example.com" in found
+        assert "other@x.io" not in found
+
+
 # read-only and --write ---------------------------------------------------------------------
 
 
@@ -265,6 +281,24 @@ def test_cli_refuses_bad_tenants_in_one_line(core_env: URL) -> None:
     code, out = _cli("studio", "--tenant", "Bad-Slug")
     assert code == 1
     assert "Invalid tenant slug" in out
+    assert "Traceback" not in out
+
+
+def test_cli_names_an_unreachable_server_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # released: nothing listens there
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://app:s3cretpw@127.0.0.1:{port}/app")
+    CONFIG.reset()
+    try:
+        code, out = _cli("studio", "--port", "1")
+    finally:
+        CONFIG.reset()
+    assert code == 1
+    assert f"Cannot reach PostgreSQL at 127.0.0.1:{port}" in out
+    assert "s3cretpw" not in out
     assert "Traceback" not in out
 
 

@@ -20,8 +20,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import String, select
+from sqlalchemy import Connection, String, select
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase
 
 from db_kit.config import DatabaseConfig
@@ -140,7 +141,8 @@ def resolve_target(
     tenant: str | None = None,
     url: URL | None = None,
 ) -> StudioTarget:
-    """The URL and schema to show; an unknown or malformed tenant fails here, before serving.
+    """The URL and schema to show, checked by connecting once: an unreachable server, or an
+    unknown or malformed tenant, fails here with one clear error, before serving.
 
     Schema-per-tenant (``config.tenancy``): ``tenant`` must be in the registry; without it
     the default schema is shown, as ``db NAME seed`` uses it. Database-per-tenant: the
@@ -148,11 +150,12 @@ def resolve_target(
     """
     target = url if url is not None else settings.resolved_url()
     if tenant is None:
+        _check(config, settings, target)
         return StudioTarget(target)
     slug = validate_tenant_slug(tenant)  # before it names any schema or database
     if config.tenancy is not None:
         schema = config.tenancy.schema_for(slug)
-        _check_registered(config, settings, target, slug)
+        _check(config, settings, target, registered=slug)
         return StudioTarget(target, schema, f"tenant {slug}")
     from db_kit.tenant_databases import TenantDatabaseMigrator, TenantDatabaseSettings
 
@@ -167,30 +170,44 @@ def resolve_target(
             f"Unknown tenant {slug!r}: add it to {settings.tenant_urls_variable} "
             f"(`db {config.name} tenants list` shows the configured ones)."
         ) from None
+    _check(config, settings, tenant_url)
     return StudioTarget(tenant_url, None, f"tenant {slug}")
 
 
-def _check_registered(
-    config: DatabaseConfig, settings: DatabaseSettings, url: URL, slug: str
+def _check(
+    config: DatabaseConfig, settings: DatabaseSettings, url: URL, *, registered: str | None = None
 ) -> None:
+    """Connect once (driver errors become ``db_shared`` errors); with ``registered``, that
+    slug must be in the schema-per-tenant registry."""
+    from db_kit.errors import translate
+
+    engine = build_admin_engine(settings, url)
+    try:
+        with engine.connect() as conn:
+            if registered is not None:
+                _check_registered(config, conn, registered)
+    except DBAPIError as exc:
+        mapped = translate(exc, url=url)
+        if mapped is None:
+            raise
+        raise mapped from exc
+    finally:
+        engine.dispose()
+
+
+def _check_registered(config: DatabaseConfig, conn: Connection, slug: str) -> None:
     from sqlalchemy import inspect
 
     assert config.tenancy is not None
     tenancy = config.tenancy
     registry = tenancy.registry
     table = registry.metadata.tables[f"{registry.version_table_schema}.{tenancy.registry_table}"]
-    engine = build_admin_engine(settings, url)
-    try:
-        with engine.connect() as conn:
-            if not inspect(conn).has_table(table.name, schema=table.schema):
-                raise ConfigurationError(
-                    f"The {config.name} database has no tenant registry yet: run "
-                    f"`db {config.name} migrate`, then `db {config.name} tenants create {slug}`."
-                )
-            found = conn.execute(select(table.c.slug).where(table.c.slug == slug)).first()
-    finally:
-        engine.dispose()
-    if found is None:
+    if not inspect(conn).has_table(table.name, schema=table.schema):
+        raise ConfigurationError(
+            f"The {config.name} database has no tenant registry yet: run "
+            f"`db {config.name} migrate`, then `db {config.name} tenants create {slug}`."
+        )
+    if conn.execute(select(table.c.slug).where(table.c.slug == slug)).first() is None:
         raise ConfigurationError(
             f"Unknown tenant {slug!r} in the {config.name} registry: create it with "
             f"`db {config.name} tenants create {slug}` (`db {config.name} tenants list` "
