@@ -89,6 +89,9 @@ db-%-push: install ## Development: apply model changes without a revision
 db-%-seed: install ## Development seed data
 	@$(RUN) db $* seed
 
+db-%-studio: install ## Web UI over the tables on 127.0.0.1:5555, read-only: tenant=acme write=1 port=5556
+	@$(RUN) db $* studio $(if $(tenant),--tenant "$(tenant)") $(if $(write),--write) $(if $(port),--port "$(port)") $(if $(host),--host "$(host)")
+
 clean-data: ## Stop the embedded PostgreSQL and delete .data/
 	@if [ -d .data/postgres/pgdata ]; then $(RUN) python -c "from db_kit.embedded import EmbeddedPostgres; from pathlib import Path; EmbeddedPostgres(Path('.data/postgres')).stop()"; fi
 	@rm -rf .data

@@ -46,7 +46,7 @@ from db_kit.database import SQLAlchemyDatabase
 from db_kit.embedded import SYSTEM_USER
 from db_kit.migrations import Migrator
 from db_kit.tenant_migrations import TenantMigrator
-from db_kit.testing import PostgresServer
+from db_kit.testing import PostgresServer, debian_program
 from db_kit.testing import run_sql as sql
 from db_shared import DuplicateEntryError
 from db_shared.errors import InvalidDataError
@@ -64,47 +64,9 @@ INSTALL_TIMEOUT = 240  # seconds for apt-get update + install on a fresh machine
 # PgBouncer -------------------------------------------------------------------------------
 
 
-def _installed_pgbouncer() -> str | None:
-    found = shutil.which("pgbouncer")
-    if found:
-        return found
-    return "/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").is_file() else None
-
-
 def _pgbouncer_binary() -> str:
     """PgBouncer's path, installing Debian's package as root; skips the module otherwise."""
-    found = _installed_pgbouncer()
-    if found:
-        return found
-    if os.geteuid() != 0:
-        pytest.skip("pgbouncer is not installed, and installing it (apt-get) needs root")
-    if shutil.which("apt-get") is None:
-        pytest.skip("pgbouncer is not installed and this machine has no apt-get to install it")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    lock = "-o DPkg::Lock::Timeout=60"
-    try:
-        subprocess.run(
-            [
-                "/bin/sh",
-                "-c",
-                f"apt-get update -qq {lock} && apt-get install -y -qq {lock} pgbouncer",
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            timeout=INSTALL_TIMEOUT,
-        )
-    except subprocess.CalledProcessError as exc:
-        tail = "\n".join((exc.stderr or exc.stdout or "").strip().splitlines()[-5:])
-        pytest.skip(f"pgbouncer is not installed and `apt-get install pgbouncer` failed:\n{tail}")
-    except subprocess.TimeoutExpired:
-        pytest.skip(f"pgbouncer is not installed and apt-get took over {INSTALL_TIMEOUT} s")
-    found = _installed_pgbouncer()
-    if found is None:
-        pytest.skip("apt-get installed pgbouncer, yet no pgbouncer is on PATH or in /usr/sbin")
-    return found
+    return debian_program("pgbouncer", "pgbouncer", "/usr/sbin/pgbouncer", timeout=INSTALL_TIMEOUT)
 
 
 def _free_port() -> int:

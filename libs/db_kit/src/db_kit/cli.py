@@ -251,6 +251,42 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
         if note:
             console.print(note)
 
+    @app.command()
+    @handle_errors
+    def studio(
+        tenant: Annotated[
+            str | None,
+            typer.Option(help="Browse this tenant (its schema, or its database) instead."),
+        ] = None,
+        write: Annotated[
+            bool, typer.Option("--write", help="Allow creating, editing and deleting rows.")
+        ] = False,
+        host: Annotated[
+            str, typer.Option(help="Interface to listen on; keep it loopback (no login).")
+        ] = "127.0.0.1",
+        port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 5555,
+    ) -> None:
+        """A web UI over the tables (read-only unless --write), on http://127.0.0.1:5555."""
+        from db_kit.migrations import ProductionGuardError
+        from db_kit.studio import BASE_URL, build_studio, check_port_free, exposure_warning, serve
+
+        if write and db.settings().is_production:
+            raise ProductionGuardError(
+                f"Refusing `db {name} studio --write`: ENVIRONMENT=production. Browse without "
+                "--write; change production data through the app or a revision."
+            )
+        app_ = build_studio(db, tenant=tenant, write=write)
+        warning = exposure_warning(host)
+        if warning:
+            err_console.print(f"[bold yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+        check_port_free(host, port)
+        shown_host = f"[{host}]" if ":" in host else host
+        mode = "read-write" if write else "read-only (start with --write to edit)"
+        console.print(f"{escape(app_.title)}: {mode}")
+        console.print(f"  database: {escape(app_.target.url.render_as_string(hide_password=True))}")
+        console.print(f"  open http://{shown_host}:{port}{BASE_URL}/  (Ctrl+C to stop)")
+        serve(app_, host=host, port=port)
+
     if db.tenancy is not None:
         app.add_typer(database_app(db.tenancy.registry), name="registry")
         app.add_typer(tenants_app(db), name="tenants")

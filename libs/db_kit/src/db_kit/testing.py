@@ -260,3 +260,57 @@ def run_sql(url: URL, statement: str, **params: object) -> list[tuple[Any, ...]]
             return [tuple(row) for row in result] if result.returns_rows else []
     finally:
         engine.dispose()
+
+
+APT_INSTALL_TIMEOUT = 300  # seconds for apt-get update + install on a fresh machine
+
+
+def debian_program(package: str, *names: str, timeout: float = APT_INSTALL_TIMEOUT) -> str:
+    """The path of a program from Debian ``package``, installing it as root when missing.
+
+    ``names`` are the program names or absolute paths to look for (default: the package
+    name). Skips the calling test with the reason when it is absent and cannot be
+    installed here (not root, no apt-get, apt failed or took longer than ``timeout``).
+    """
+    candidates = names or (package,)
+
+    def found() -> str | None:
+        for name in candidates:
+            path = shutil.which(name) if not name.startswith("/") else name
+            if path and Path(path).is_file():
+                return path
+        return None
+
+    present = found()
+    if present:
+        return present
+    if os.geteuid() != 0:
+        pytest.skip(f"{package} is not installed, and installing it (apt-get) needs root")
+    if shutil.which("apt-get") is None:
+        pytest.skip(f"{package} is not installed and this machine has no apt-get to install it")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    lock = "-o DPkg::Lock::Timeout=60"
+    try:
+        subprocess.run(
+            [
+                "/bin/sh",
+                "-c",
+                f"apt-get update -qq {lock} && "
+                f"apt-get install -y -qq --no-install-recommends {lock} {package}",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            timeout=timeout,
+        )
+    except subprocess.CalledProcessError as exc:
+        tail = "\n".join((exc.stderr or exc.stdout or "").strip().splitlines()[-5:])
+        pytest.skip(f"{package} is not installed and `apt-get install {package}` failed:\n{tail}")
+    except subprocess.TimeoutExpired:
+        pytest.skip(f"{package} is not installed and apt-get took over {timeout:.0f} s")
+    present = found()
+    if present is None:
+        pytest.skip(f"apt-get installed {package}, yet none of {', '.join(candidates)} exists")
+    return present
