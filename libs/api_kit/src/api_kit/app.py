@@ -9,9 +9,9 @@ from fastapi.responses import JSONResponse
 
 from api_kit._svcs import svcs
 from api_kit.errors import install_error_handlers
-from db_shared import DATABASE, Database, Token
+from api_kit.observability import CorrelationIdMiddleware, configure_logging, metrics
+from db_shared import DATABASE, Database, TenantHealth, Token
 from db_shared.errors import DatabaseError
-from db_shared.tenancy import TenantRequiredError
 
 Binder = Callable[[svcs.Registry], None]
 
@@ -63,6 +63,9 @@ def create_api(
         max_body_size=max_body_size,
     )
     install_error_handlers(app)
+    configure_logging()
+    app.add_middleware(CorrelationIdMiddleware)
+    app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
     for router in routers:
         app.include_router(router)
 
@@ -72,14 +75,17 @@ def create_api(
 
     @app.get("/health/ready", tags=["health"], response_model=None)
     async def ready(registry: svcs.fastapi.DepRegistry) -> JSONResponse:
-        """200 when the bound database answers a ping, 503 (with the reason) when not."""
+        """200 when the bound database answers a ping, 503 (with the reason) when not.
+
+        Database-per-tenant: every tenant's database is pinged; unhealthy ones are listed
+        ("degraded", still 200) and only all of them down makes the instance unready.
+        """
         async with svcs.Container(registry) as container:
             database: Database = container.get(DATABASE)  # type: ignore[call-overload]
+        if isinstance(database, TenantHealth):
+            return await _tenants_ready(database)
         try:
             await database.ping()
-        except TenantRequiredError:
-            # Database-per-tenant: there is no single database to ping.
-            return JSONResponse({"status": "ok", "database": "per tenant"})
         except DatabaseError as exc:
             return JSONResponse(
                 {"status": "unavailable", "database": database.name, "reason": str(exc)},
@@ -89,3 +95,14 @@ def create_api(
         return JSONResponse({"status": "ok", "database": database.name})
 
     return app
+
+
+async def _tenants_ready(database: TenantHealth) -> JSONResponse:
+    problems = await database.ping_tenants()
+    tenants = {slug: reason or "ok" for slug, reason in sorted(problems.items())}
+    down = [slug for slug, reason in problems.items() if reason is not None]
+    if tenants and len(down) == len(tenants):
+        body = {"status": "unavailable", "database": database.name, "tenants": tenants}
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+    status = "degraded" if down else "ok"
+    return JSONResponse({"status": status, "database": database.name, "tenants": tenants})

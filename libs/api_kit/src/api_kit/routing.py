@@ -5,7 +5,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.middleware import Middleware
 
+from api_kit.observability import CorrelationIdMiddleware
 from api_kit.tenancy import (
     DEFAULT_EXEMPT_PATHS,
     FirstMatch,
@@ -65,10 +67,19 @@ def add_tenant_routing(
     async def known(tenant: Tenant) -> bool:
         return await directory.tenant_exists(tenant.slug)
 
-    app.add_middleware(
-        TenantMiddleware,
-        resolver=resolver,
-        known=known,
-        # The identity webhook names its tenant in the signed payload.
-        exempt_paths=(*DEFAULT_EXEMPT_PATHS, "/auth/webhooks"),
+    # Inside the correlation-id middleware (if any), so tenant 404s carry a request id too.
+    outer = [
+        i
+        for i, m in enumerate(app.user_middleware)
+        if m.cls == CorrelationIdMiddleware  # type: ignore[comparison-overlap]
+    ]
+    app.user_middleware.insert(
+        outer[0] + 1 if outer else 0,
+        Middleware(
+            TenantMiddleware,
+            resolver=resolver,
+            known=known,
+            # The identity webhook names its tenant in the signed payload.
+            exempt_paths=(*DEFAULT_EXEMPT_PATHS, "/auth/webhooks"),
+        ),
     )

@@ -45,7 +45,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 UNKNOWN_TENANT_CODE = "unknown_tenant"
 UNKNOWN_TENANT_DETAIL = "No tenant is served at this address."
-DEFAULT_EXEMPT_PATHS = ("/health", "/docs", "/openapi.json", "/redoc")
+DEFAULT_EXEMPT_PATHS = ("/health", "/metrics", "/docs", "/openapi.json", "/redoc")
 # RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens.
 _HOST_NAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(?:\.(?!-)[a-z0-9-]{1,63}(?<!-))*")
 

@@ -74,7 +74,9 @@ class SQLAlchemyDatabase:
 
                     url = make_url(self._url) if isinstance(self._url, str) else self._url
                     # Schema-per-tenant: no server-side prepares (see engine.connect_args).
-                    self._engines = build_engines(self.settings, url, prepare=not self.multi_tenant)
+                    self._engines = build_engines(
+                        self.settings, url, prepare=not self.multi_tenant, name=self.name
+                    )
                 engines = self._engines
         return engines
 

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
+from db_kit.observability import instrument
 from db_kit.settings import DatabaseSettings, Environment
 
 
@@ -109,11 +110,16 @@ def cache_schema_translation(engine: Engine) -> None:
 
 
 def build_engines(
-    settings: DatabaseSettings, url: URL | None = None, *, prepare: bool = True
+    settings: DatabaseSettings,
+    url: URL | None = None,
+    *,
+    prepare: bool = True,
+    name: str | None = None,
 ) -> Engines:
     """Create (but do not connect) the engines of one database.
 
     ``url`` defaults to the settings' resolved URL, which may start the embedded server.
+    ``name`` labels the engines' metrics (default: the URL's database name).
     """
     target = url if url is not None else settings.resolved_url()
     configure_logging(settings)
@@ -121,6 +127,7 @@ def build_engines(
     sync_engine = create_engine(target, **engine_kwargs(settings, prepare=prepare))
     for engine in (async_engine.sync_engine, sync_engine):
         cache_schema_translation(engine)
+        instrument(engine, database=name or target.database or "?", settings=settings)
     return Engines(
         url=target,
         async_engine=async_engine,

@@ -99,6 +99,12 @@ class DatabaseSettings(BaseSettings):
     application_name: str = "data-layer"
     # Route every session to the current tenant (schema-per-tenant databases only).
     multi_tenant: bool = False
+    # Observability (db_kit.observability): statements at least this slow are logged at
+    # WARNING by `db_kit.slow_query` (0 turns the log off); the request's correlation id
+    # prefixed to each statement as a comment; OpenTelemetry spans when it is installed.
+    slow_query_ms: int = Field(default=500, ge=0)
+    sql_comments: bool = True
+    opentelemetry: bool = True
     # Where the embedded development server keeps its data (relative to the workspace root).
     embedded_data_dir: str = ".data/postgres"
 

@@ -58,6 +58,7 @@ from db_kit.database import SQLAlchemyDatabase
 from db_kit.engine import Engines, configure_logging, engine_kwargs
 from db_kit.errors import ConstraintColumns
 from db_kit.migrations import Migrator
+from db_kit.observability import instrument
 from db_kit.settings import _ACCEPTED_SCHEMES, DRIVER, DatabaseSettings
 from db_shared.errors import ConfigurationError, DatabaseError, DatabaseUnavailableError
 from db_shared.tenancy import (
@@ -67,6 +68,7 @@ from db_shared.tenancy import (
     UnknownTenantError,
     as_tenant,
     current_tenant,
+    tenant_context,
     validate_tenant_slug,
 )
 
@@ -419,6 +421,7 @@ class EngineCache:
         sync_connections: int = 1,
         wait_timeout: float | None = None,
         eviction_grace: float = 0.05,
+        name: str = "tenant",
     ) -> None:
         if max_engines < 1 or sync_connections < 1:
             raise ConfigurationError(
@@ -435,6 +438,7 @@ class EngineCache:
         async_max = min(settings.pool_size + settings.max_overflow, per_slot - sync_connections)
         async_pool = min(settings.pool_size, async_max)
         self.resolver = resolver
+        self.name = name  # the database lib's name: labels the engines' metrics
         self.max_engines = max_engines
         self.connection_budget = connection_budget
         self.per_tenant_connections = async_max + sync_connections
@@ -634,6 +638,7 @@ class EngineCache:
         sync_engine = create_engine(url, **engine_kwargs(self._sync_settings))
         for engine in (async_engine.sync_engine, sync_engine):
             self._watch_closes(engine)
+            instrument(engine, database=self.name, settings=self._async_settings)
         return Engines(
             url=url,
             async_engine=async_engine,
@@ -915,7 +920,9 @@ class TenantRoutedDatabase:
         budget = self._connection_budget or (
             per_tenant.tenant_connection_budget if per_tenant else max_engines * 5
         )
-        return EngineCache(resolver, settings, max_engines=max_engines, connection_budget=budget)
+        return EngineCache(
+            resolver, settings, max_engines=max_engines, connection_budget=budget, name=self.name
+        )
 
     # tenant directory (db_shared.TenantDirectory) ---------------------------------------
 
@@ -971,6 +978,33 @@ class TenantRoutedDatabase:
         tenant = current_tenant()
         with self.cache.lease_sync(tenant) as engines:
             self._unit(tenant, engines).ping_sync()
+
+    async def ping_tenants(self, timeout: float | None = None) -> dict[str, str | None]:
+        """Ping every tenant's database at once: slug -> None when it answered, else why.
+
+        The tenants are those of a static map, else the ones with engines in the cache (a
+        callable resolver cannot list its tenants). A tenant that does not answer within
+        ``timeout`` (default: the connect timeout) is reported, never waited on longer.
+        """
+        resolver = self.cache.resolver
+        if isinstance(resolver, StaticTenantResolver):
+            slugs: tuple[str, ...] = resolver.tenants
+        else:
+            slugs = self.cache.stats().live
+        limit = timeout if timeout is not None else float(self.settings.connect_timeout)
+
+        async def one(slug: str) -> str | None:
+            try:
+                with tenant_context(slug):
+                    await asyncio.wait_for(self.ping(), limit)
+            except DatabaseError as exc:
+                return str(exc)
+            except TimeoutError:
+                return f"no answer within {limit:g} s"
+            return None
+
+        results = await asyncio.gather(*(one(slug) for slug in slugs))
+        return dict(zip(slugs, results, strict=True))
 
     async def cleanup(self, tenant: TenantLike | None = None) -> None:
         """Dispose one tenant's engines, or all of them (see ``EngineCache.cleanup``)."""

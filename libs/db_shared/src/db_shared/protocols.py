@@ -56,3 +56,15 @@ class TenantDirectory(Protocol):
     async def tenant_exists(self, slug: str) -> bool:
         """Whether ``slug`` is a tenant this database serves."""
         ...
+
+
+@runtime_checkable
+class TenantHealth(Protocol):
+    """A database of several tenant databases that can ping each one (``/health/ready``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def ping_tenants(self, timeout: float | None = None) -> dict[str, str | None]:
+        """Each tenant's slug -> None when its database answered, else the reason."""
+        ...

@@ -1,0 +1,166 @@
+"""Query hooks in one place, attached to every engine db_kit builds.
+
+- Prometheus: ``db_queries_total{database,tenant,outcome}`` and
+  ``db_query_duration_seconds{database,tenant}`` (exported by the apps at ``/metrics``).
+- A slow-query log (logger ``db_kit.slow_query``, WARNING) above ``<PREFIX>SLOW_QUERY_MS``;
+  the statement is logged, its parameters never are.
+- The correlation id of the current request or job (``db_shared.correlation``) prefixed to
+  each statement as ``/* request_id=... */`` so it shows in ``pg_stat_activity.query``
+  (``<PREFIX>SQL_COMMENTS=false`` turns it off).
+- OpenTelemetry spans per statement when ``opentelemetry-instrumentation-sqlalchemy`` is
+  installed (``db-kit[otel]``) and ``<PREFIX>OPENTELEMETRY`` is not false.
+
+The tenant label is the current tenant's slug (``-`` outside a tenant).
+"""
+
+from __future__ import annotations
+
+import logging
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Counter, Histogram
+from sqlalchemy import event
+
+from db_shared.correlation import current_correlation_id
+from db_shared.tenancy import current_tenant_or_none
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from db_kit.settings import DatabaseSettings
+
+QUERIES = Counter(
+    "db_queries",
+    "SQL statements executed, by database, tenant and outcome (ok or error).",
+    ["database", "tenant", "outcome"],
+)
+QUERY_SECONDS = Histogram(
+    "db_query_duration_seconds",
+    "Time from sending a SQL statement to its result, by database and tenant.",
+    ["database", "tenant"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+SLOW_QUERIES = Counter(
+    "db_slow_queries",
+    "SQL statements slower than the slow-query threshold, by database and tenant.",
+    ["database", "tenant"],
+)
+
+slow_query_log = logging.getLogger("db_kit.slow_query")
+STATEMENT_SHOWN = 2000  # characters of a slow statement kept in the log
+_STARTED = "_db_kit_started"
+_INSTRUMENTED = "_db_kit_observed"
+
+
+class _Series:
+    """One database's metric children by tenant (``labels()`` costs a lock and a lookup)."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self._by_tenant: dict[str, tuple[Any, Any, Any, Any]] = {}
+
+    def of(self, tenant: str) -> tuple[Any, Any, Any, Any]:
+        found = self._by_tenant.get(tenant)
+        if found is None:
+            found = (
+                QUERIES.labels(self.database, tenant, "ok"),
+                QUERIES.labels(self.database, tenant, "error"),
+                QUERY_SECONDS.labels(self.database, tenant),
+                SLOW_QUERIES.labels(self.database, tenant),
+            )
+            self._by_tenant[tenant] = found
+        return found
+
+
+def _tenant_label() -> str:
+    tenant = current_tenant_or_none()
+    return tenant.slug if tenant is not None else "-"
+
+
+def instrument(engine: Engine, *, database: str, settings: DatabaseSettings) -> None:
+    """Attach the query hooks to ``engine`` (a sync Engine or an AsyncEngine's ``sync_engine``).
+
+    Idempotent per engine.
+    """
+    if getattr(engine, _INSTRUMENTED, False):
+        return
+    setattr(engine, _INSTRUMENTED, True)
+    series = _Series(database)
+    slow = settings.slow_query_ms / 1000 if settings.slow_query_ms > 0 else None
+    comments = settings.sql_comments
+
+    def before_cursor_execute(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+    ) -> tuple[str, Any]:
+        if context is not None:
+            setattr(context, _STARTED, perf_counter())
+        if comments:
+            cid = current_correlation_id()
+            if cid is not None:  # made safe (no `*/`, quotes or spaces) when it was set
+                statement = f"/* request_id={cid} */ {statement}"
+        return statement, parameters
+
+    def after_cursor_execute(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+    ) -> None:
+        started = getattr(context, _STARTED, None)
+        if started is None:
+            return
+        elapsed = perf_counter() - started
+        tenant = _tenant_label()
+        ok, _, seconds, slow_count = series.of(tenant)
+        ok.inc()
+        seconds.observe(elapsed)
+        if slow is not None and elapsed >= slow:
+            slow_count.inc()
+            shown = (
+                statement
+                if len(statement) <= STATEMENT_SHOWN
+                else statement[:STATEMENT_SHOWN] + " ..."
+            )
+            slow_query_log.warning(
+                "slow query: %.0f ms on %s (tenant %s): %s",
+                elapsed * 1000,
+                database,
+                tenant,
+                shown,
+                extra={"duration_ms": round(elapsed * 1000, 1), "database": database},
+            )
+
+    def handle_error(context: Any) -> None:
+        execution = context.execution_context
+        tenant = _tenant_label()
+        _, failed, seconds, _ = series.of(tenant)
+        failed.inc()
+        started = getattr(execution, _STARTED, None) if execution is not None else None
+        if started is not None:
+            seconds.observe(perf_counter() - started)
+
+    event.listen(engine, "before_cursor_execute", before_cursor_execute, retval=True)
+    event.listen(engine, "after_cursor_execute", after_cursor_execute)
+    event.listen(engine, "handle_error", handle_error)
+    if settings.opentelemetry:
+        _trace_with_opentelemetry(engine)
+
+
+def _trace_with_opentelemetry(engine: Engine) -> bool:
+    """Spans per statement through OpenTelemetry's SQLAlchemy instrumentation, if installed.
+
+    Its ``SQLAlchemyInstrumentor().instrument()`` can run once per process and wraps
+    ``create_engine`` at module level; engines are built lazily here, so each one gets its
+    own ``EngineTracer`` on the global (proxy) tracer provider instead.
+    """
+    try:
+        from opentelemetry import metrics, trace
+        from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+    except ImportError:
+        return False
+    tracer = trace.get_tracer("db_kit")
+    usage = metrics.get_meter("db_kit").create_up_down_counter(
+        name="db.client.connections.usage",
+        unit="connections",
+        description="Connections in the state described by the state attribute.",
+    )
+    EngineTracer(tracer, engine, usage)  # type: ignore[no-untyped-call]
+    return True
