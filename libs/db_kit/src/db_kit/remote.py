@@ -51,6 +51,10 @@ RETRY_PAUSE = 1.0
 class RemoteDeployError(DatabaseError):
     """A deploy step failed; the message is the one line the operator reads."""
 
+    def __init__(self, message: str, kind: ConnectFailure | None = None) -> None:
+        self.kind = kind
+        super().__init__(message)
+
 
 class RemoteSettings(BaseSettings):
     """``MIGRATE_*`` variables of the migration container (environment, then ``.env``)."""
@@ -205,25 +209,30 @@ def wait_until_reachable(
             raise RemoteDeployError(
                 f"{target.label}: {target.address} refused the credentials of user "
                 f"{target.url.username!r} ({reason}). Fix the user or password in "
-                f"{target.variable}."
+                f"{target.variable}.",
+                kind,
             )
         if kind is ConnectFailure.NO_DATABASE:
             raise RemoteDeployError(
                 f"{target.label}: {reason} on {target.address}. Create it on the server, or "
-                f"fix the database name in {target.variable}."
+                f"fix the database name in {target.variable}.",
+                kind,
             )
         if kind is ConnectFailure.REFUSED:
             raise RemoteDeployError(
                 f"{target.label}: {target.address} refused the connection ({reason}). Fix "
-                f"{target.variable} or the server's access rules."
+                f"{target.variable} or the server's access rules.",
+                kind,
             )
-        if time.monotonic() + RETRY_PAUSE >= deadline:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             raise RemoteDeployError(
                 f"{target.label}: PostgreSQL at {target.address} did not answer within "
                 f"{timeout:g} s (last error: {reason}). Check the host and port in "
-                f"{target.variable} and that the server runs, or raise MIGRATE_WAIT_TIMEOUT."
+                f"{target.variable} and that the server runs, or raise MIGRATE_WAIT_TIMEOUT.",
+                kind,
             )
-        sleep(RETRY_PAUSE)
+        sleep(min(RETRY_PAUSE, remaining))
 
 
 # deploying ------------------------------------------------------------------------------
@@ -312,6 +321,9 @@ class RemoteDeploy:
                 self.say(
                     f"{db.name} tenant {r.slug}: deployed {r.before or '(empty)'} -> {r.after}."
                 )
+        if not results:
+            self.say(f"{db.name} tenant schemas: none registered.")
+            return
         self._tenant_summary(f"{db.name} tenant schemas", [r.status for r in results])
 
     def _database_tenants(
@@ -334,8 +346,8 @@ class RemoteDeploy:
                 self.failed.append(target.label)
                 statuses.append("failed")
                 hint = ""
-                if "does not exist" in str(exc):
-                    hint = f" (`db {db.name} tenants create {slug}` creates it)"
+                if exc.kind is ConnectFailure.NO_DATABASE:
+                    hint = f" `db {db.name} tenants create {slug}` creates it."
                 self.say(f"{exc}{hint}")
                 continue
             reachable[slug] = url
