@@ -3,8 +3,9 @@
 This machine has no Docker engine, so the entrypoint script runs as a subprocess with the
 environment compose would give it (ENVIRONMENT=production, URLs, MIGRATE_*), against
 databases of the test server: it deploys both databases and a tenant database to an
-empty server, is a no-op the second time, and fails clearly and quickly on a wrong
-password, an unreachable host and a database that does not exist.
+empty server, is a no-op the second time, migrates pending tenant schemas in worker
+processes, and fails clearly and quickly on a wrong password, an unreachable host and a
+database that does not exist.
 
 The embedded test server trusts loopback connections, so a wrong password would pass.
 ``password_role`` makes the server check one role's password: a ``scram-sha-256`` line
@@ -159,6 +160,22 @@ def test_deploys_both_databases_then_is_a_no_op(
     assert version(core_url, "tenant_acme") == core_head
     assert version(tenant_url) == bibikos_head
 
+    # Two tenants registered with empty schemas (as a crashed provisioning leaves them):
+    # the next deploy migrates them in worker processes spawned from the entrypoint.
+    for slug in ("beta", "gamma"):
+        run_sql(core_url, f"CREATE SCHEMA tenant_{slug}")
+        run_sql(
+            core_url,
+            "INSERT INTO core.tenants (slug, name, schema_name) VALUES (:s, :s, :schema)",
+            s=slug,
+            schema=f"tenant_{slug}",
+        )
+    third = run_entrypoint(env, "core")
+    assert third.code == 0, third.output
+    assert "core tenant schemas: 2 migrated, 1 already at head, 0 failed." in third.stdout
+    assert f"core tenant beta: deployed (empty) -> {core_head}." in third.stdout
+    assert version(core_url, "tenant_gamma") == core_head
+
 
 def test_one_database_chosen_by_argument(
     fresh_database: Callable[..., URL], container_env: dict[str, str]
@@ -311,3 +328,12 @@ def test_missing_tenant_database_fails_that_tenant_alone(
     assert "`db bibikos tenants create eu`" in run.stdout
     assert "bibikos tenant databases: 1 migrated, 0 already at head, 1 failed." in run.stdout
     assert version(tenant_ok) is not None
+
+
+def test_production_unless_told_otherwise(container_env: dict[str, str]) -> None:
+    """With ENVIRONMENT unset a remote deploy is production: placeholder passwords refused."""
+    env = {k: v for k, v in container_env.items() if k != "ENVIRONMENT"}
+    env["DATABASE_URL"] = "postgresql://migrator:changeme@db.example.com:5432/core"
+    run = run_entrypoint(env, "core")
+    line = assert_one_line_failure(run, "DATABASE_URL uses a placeholder password in production")
+    assert "changeme" not in line

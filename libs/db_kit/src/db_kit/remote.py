@@ -29,7 +29,7 @@ from typing import TextIO
 
 import psycopg
 from alembic.util import CommandError
-from pydantic import Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings
 from sqlalchemy import create_engine
 from sqlalchemy import exc as sa_exc
@@ -67,6 +67,10 @@ class RemoteSettings(BaseSettings):
     wait_timeout: float = Field(default=60.0, gt=0, le=3600)
     # Worker processes for schema-per-tenant migrations.
     tenant_workers: int = Field(default=2, ge=1, le=64)
+    # The databases' own ENVIRONMENT, read here only to tell "unset" (production) apart.
+    environment: str | None = Field(
+        default=None, validation_alias=AliasChoices("ENVIRONMENT", "APP_ENV")
+    )
 
     @classmethod
     def load(cls) -> RemoteSettings:
@@ -420,10 +424,10 @@ def failure_line(exc: BaseException) -> str:
 
 
 @contextmanager
-def _production_by_default() -> Iterator[None]:
-    # A remote deploy is production unless the operator says otherwise: refuses placeholder
-    # passwords and logs errors only.
-    added = "ENVIRONMENT" not in os.environ and "APP_ENV" not in os.environ
+def _production_unless_told(remote: RemoteSettings) -> Iterator[None]:
+    # A remote deploy is production unless ENVIRONMENT (environment or .env) says otherwise:
+    # placeholder passwords refused, errors-only logging.
+    added = remote.environment is None
     if added:
         os.environ["ENVIRONMENT"] = "production"
     try:
@@ -443,8 +447,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     deploy: RemoteDeploy | None = None
     try:
-        with _production_by_default():
-            remote = RemoteSettings.load()
+        remote = RemoteSettings.load()
+        with _production_unless_told(remote):
             chosen = choose(args or [remote.databases], discover())
             for db in chosen:
                 db.reset()
