@@ -188,14 +188,17 @@ def wait_until_reachable(
     settings: DatabaseSettings,
     *,
     timeout: float,
-    deadline: float,
+    deadline: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
-    """Connect to ``target`` until it answers or ``deadline`` (``time.monotonic()``) passes.
+    """Connect to ``target`` until it answers or ``timeout`` seconds have passed.
 
+    ``deadline`` (``time.monotonic()``) shares one window between several targets.
     Raises ``RemoteDeployError`` with one line: at once for a wrong password, a missing
     database or any other refusal; after the deadline when the server never answered.
     """
+    if deadline is None:
+        deadline = time.monotonic() + timeout
     args = connect_args(settings)
     while True:
         remaining = deadline - time.monotonic()
@@ -287,8 +290,12 @@ class RemoteDeploy:
             self.say(f"{name}: deployed {_revisions(before)} -> {_revisions(after)}.")
 
     def run(self) -> bool:
-        """Deploy every database; False when a tenant failed (errors raise)."""
-        deadline = time.monotonic() + self.timeout
+        """Deploy every database; False when a tenant failed (errors raise).
+
+        Each database's server gets ``timeout`` seconds to answer, counted when its turn
+        comes (the one before may have had long migrations); its tenant databases share
+        one such window.
+        """
         prepared = []
         # Read and check every database's settings before touching any server.
         for db in self.databases:
@@ -303,14 +310,14 @@ class RemoteDeploy:
                     "default; migrations must reach PostgreSQL directly, not a transaction pooler."
                 )
             target = Target(db.name, url, settings.url_variable)
-            wait_until_reachable(target, settings, timeout=self.timeout, deadline=deadline)
+            wait_until_reachable(target, settings, timeout=self.timeout)
             self.say(f"{db.name}: connected to {target.shown}")
             if db.tenancy is not None:
                 self._step(db.tenancy.registry.name, *Migrator(db.tenancy.registry, url).deploy())
             self._step(db.name, *Migrator(db, url).deploy())
             if db.tenancy is not None:
                 self._schema_tenants(db, url)
-            self._database_tenants(db, settings, deadline)
+            self._database_tenants(db, settings)
         return not self.failed
 
     def _schema_tenants(self, db: DatabaseConfig, url: URL) -> None:
@@ -330,15 +337,14 @@ class RemoteDeploy:
             return
         self._tenant_summary(f"{db.name} tenant schemas", [r.status for r in results])
 
-    def _database_tenants(
-        self, db: DatabaseConfig, settings: DatabaseSettings, deadline: float
-    ) -> None:
+    def _database_tenants(self, db: DatabaseConfig, settings: DatabaseSettings) -> None:
         from db_kit.tenant_databases import TenantDatabaseMigrator, TenantDatabaseSettings
 
         if db.tenancy is not None or not isinstance(settings, TenantDatabaseSettings):
             return
         variable = settings.tenant_urls_variable
         urls = settings.tenant_url_map()
+        deadline = time.monotonic() + self.timeout
         reachable: dict[str, URL] = {}
         statuses: list[str] = []
         for slug, url in urls.items():
