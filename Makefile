@@ -8,7 +8,7 @@ RUN := $(UV) run --frozen
 DATABASES = $(shell $(RUN) db list 2>/dev/null | cut -f1)
 m ?=
 
-.PHONY: help bootstrap install run run-bibikos migrate-all test lint format typecheck pytest clean-data db-list
+.PHONY: help bootstrap install run run-bibikos migrate-all migrate-remote test lint format typecheck pytest clean-data db-list
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z%_-]+:.*## / {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,6 +37,9 @@ run-bibikos: install ## bibikos_api on http://127.0.0.1:8001, bibikos database m
 migrate-all: install ## Migrate every database (embedded PostgreSQL unless URLs are set) and print status
 	@for db in $(DATABASES); do $(RUN) db $$db migrate || exit 1; done
 	@for db in $(DATABASES); do $(RUN) db $$db status || exit 1; done
+
+migrate-remote: install ## Deploy MIGRATE_DATABASES to the URLs set (what run_migrations' container runs)
+	@$(RUN) python run_migrations/entrypoint.py $(dbs)
 
 test: install lint typecheck pytest ## Lint, type-check and run the test suite (real PostgreSQL)
 
