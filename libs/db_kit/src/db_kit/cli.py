@@ -513,6 +513,27 @@ def build_app() -> typer.Typer:
     for name, db in databases.items():
         app.add_typer(database_app(db), name=name)
 
+    @app.command("new")
+    @handle_errors
+    def new(
+        name: Annotated[
+            str, typer.Argument(help="lower_snake_case, e.g. shop: creates libs/shop_db.")
+        ],
+        modules: Annotated[
+            str | None,
+            typer.Option(
+                help="Shared modules to compose, comma-separated (default: all; 'none').",
+                show_default=False,
+            ),
+        ] = None,
+        sync: Annotated[
+            bool,
+            typer.Option(help="Run `uv lock` and `uv sync --all-packages` afterwards."),
+        ] = True,
+    ) -> None:
+        """Scaffold a new database library with its initial revision, ready for `db NAME ...`."""
+        new_database(name, modules, sync=sync)
+
     @app.command("list")
     def list_databases() -> None:
         """The databases this workspace knows."""
@@ -521,6 +542,38 @@ def build_app() -> typer.Typer:
             typer.echo(f"{name}\t{db.settings_class.url_variable}\t{db.description}")
 
     return app
+
+
+def new_database(name: str, modules: str | None, *, sync: bool = True) -> None:
+    """``db new``: validate everything, write the library, its first revision, install it."""
+    from db_kit import scaffold
+    from db_kit.settings import workspace_root
+
+    root = workspace_root()
+    pyproject = root / "pyproject.toml"
+    if not (pyproject.exists() and (root / "libs").is_dir()):
+        _fail(f"{root} is not the workspace root (no pyproject.toml and libs/); run db new there.")
+    scaffold.check_name(name, root)
+    chosen = scaffold.choose_modules(modules, scaffold.shared_modules(root))
+    plan = scaffold.Scaffold(name, root, chosen)
+    registered = scaffold.register_in_workspace(pyproject.read_text(encoding="utf-8"), plan)
+    scaffold.write_library(plan, registered)
+    shown = ", ".join(m.package for m in chosen) or "none"
+    console.print(f"Created libs/{plan.package} (shared modules: {shown}).")
+    console.print(
+        f"Registered {plan.distribution} in pyproject.toml (dependencies, uv sources, ruff, mypy)."
+    )
+    revision = scaffold.write_initial_revision(plan)
+    console.print(f"Wrote the initial revision: {revision.relative_to(root)}")
+    if sync:
+        scaffold.install(root)
+        console.print(f"Installed {plan.distribution}: `db {name} ...` is ready.")
+    else:
+        console.print(f"Run `{scaffold.sync_commands()}` to install it, then `db {name} ...`.")
+    console.print(
+        f"Next: set {plan.url_variable} (unset in development: the embedded server's "
+        f'"{name}" database), then `make db-{name}-migrate`.'
+    )
 
 
 def main() -> None:
