@@ -563,7 +563,21 @@ def new_database(name: str, modules: str | None, *, sync: bool = True) -> None:
     console.print(
         f"Registered {plan.distribution} in pyproject.toml (dependencies, uv sources, ruff, mypy)."
     )
-    revision = scaffold.write_initial_revision(plan)
+    try:
+        revision = scaffold.write_initial_revision(plan)
+    except Exception as exc:
+        from db_kit.errors import translate
+
+        problem = translate(exc) or exc
+        if not isinstance(problem, DatabaseError):
+            raise
+        # The library stays: it is complete but for its first revision.
+        _fail(
+            f"{str(problem).rstrip('.')}. libs/{plan.package} was created without its initial "
+            f'revision: once fixed, run `{scaffold.sync_commands()}` and `db {name} generate -m "'
+            f'{scaffold.INITIAL_MESSAGE}"`.'
+        )
+        return
     console.print(f"Wrote the initial revision: {revision.relative_to(root)}")
     if sync:
         scaffold.install(root)

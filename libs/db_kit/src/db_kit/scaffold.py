@@ -588,10 +588,13 @@ def register_in_workspace(text: str, scaffold: Scaffold) -> str:
             span = _section(current, header, contains)
             if span is None:
                 raise ValueError(f"no {header}")
-            m = re.compile(rf"(?ms)^{re.escape(key)}[ \t]*=[ \t]*\[.*?\]").search(
+            m = re.compile(rf"(?m)^{re.escape(key)}[ \t]*=[ \t]*\[").search(
                 current, span[0], span[1]
             )
-            if m is not None and f'"{item}"' in m.group(0):
+            if (
+                m is not None
+                and f'"{item}"' in current[m.end() : _closing_bracket(current, m.end())]
+            ):
                 return current
             return _append_item(current, span, key, item)
 
