@@ -75,6 +75,22 @@ def test_a_database_without_shared_modules_still_renders_a_seed() -> None:
     ] == {"bare": "bare_db.config:CONFIG"}
 
 
+@pytest.mark.parametrize("modules", ["none", "auth", "auth,payments", "contact,auth", None])
+def test_every_module_choice_renders_lint_clean_code(tmp_path: Path, modules: str | None) -> None:
+    # Rendered as `core` so the root's known-first-party applies (core_db is listed there).
+    plan = scaffold.Scaffold("core", ROOT, scaffold.choose_modules(modules, _shared()))
+    for relative, content in plan.files().items():
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text(content)
+    config = str(ROOT / "pyproject.toml")
+    for args in (["check", "--no-cache"], ["format", "--check", "--no-cache"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "ruff", *args, "--config", config, str(tmp_path)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_register_in_workspace_adds_five_lines_and_nothing_else() -> None:
     text = (ROOT / "pyproject.toml").read_text()
     plan = scaffold.Scaffold("demo", ROOT, ())

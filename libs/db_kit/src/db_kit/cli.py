@@ -1,7 +1,8 @@
 """The ``db`` command: one sub-command group per database library.
 
 Database libraries register a ``DatabaseConfig`` under the ``db_kit.databases`` entry-point
-group, so a new database appears here (and in the Makefile's pattern rules) with no edit.
+group, so a new database appears here (and in the Makefile's pattern rules) with no edit;
+``db new NAME`` writes such a library (see ``db_kit.scaffold``).
 """
 
 from __future__ import annotations

@@ -401,7 +401,6 @@ class Scaffold:
         return self._render("models_init.py.tmpl", imports=import_block(imports), exports=lines)
 
     def seed(self) -> str:
-        helpers = [m.seed for m in self.modules if m.seed is not None]
         first_party: dict[str, list[str]] = {}
         models: set[str] = set()
         calls: list[tuple[str, bool]] = []
@@ -418,15 +417,18 @@ class Scaffold:
             first_party[f"{self.package}.models"] = sorted(models)
         noted = [call for call, note in calls if note]
         body: list[str] = []
-        if not helpers:
+        if not calls:
             body = [
-                '    """Add development rows here; `db NAME seed` runs it in one transaction."""',
+                f'    """Add development rows here; `db {self.name} seed` runs it in one transaction."""',
                 "    return None",
             ]
         elif len(noted) <= 1:
             for call, note in calls:
                 body.append(f"    note = {call}" if note else f"    {call}")
-            body.append("    return note" if noted else "    return None")
+            if body[-1].startswith("    note = "):  # ruff's RET504: return it directly
+                body[-1] = body[-1].replace("note = ", "return ", 1)
+            else:
+                body.append("    return note" if noted else "    return None")
         else:
             body.append("    notes = [")
             body.extend(f"        {call}," for call, note in calls if note)
