@@ -1,7 +1,8 @@
 """The ``db`` command: one sub-command group per database library.
 
 Database libraries register a ``DatabaseConfig`` under the ``db_kit.databases`` entry-point
-group, so a new database appears here (and in the Makefile's pattern rules) with no edit.
+group, so a new database appears here (and in the Makefile's pattern rules) with no edit;
+``db new NAME`` writes such a library (see ``db_kit.scaffold``).
 """
 
 from __future__ import annotations
@@ -549,6 +550,27 @@ def build_app() -> typer.Typer:
     for name, db in databases.items():
         app.add_typer(database_app(db), name=name)
 
+    @app.command("new")
+    @handle_errors
+    def new(
+        name: Annotated[
+            str, typer.Argument(help="lower_snake_case, e.g. shop: creates libs/shop_db.")
+        ],
+        modules: Annotated[
+            str | None,
+            typer.Option(
+                help="Shared modules to compose, comma-separated (default: all; 'none').",
+                show_default=False,
+            ),
+        ] = None,
+        sync: Annotated[
+            bool,
+            typer.Option(help="Run `uv lock` and `uv sync --all-packages` afterwards."),
+        ] = True,
+    ) -> None:
+        """Scaffold a new database library with its initial revision, ready for `db NAME ...`."""
+        new_database(name, modules, sync=sync)
+
     @app.command("list")
     def list_databases() -> None:
         """The databases this workspace knows."""
@@ -557,6 +579,52 @@ def build_app() -> typer.Typer:
             typer.echo(f"{name}\t{db.settings_class.url_variable}\t{db.description}")
 
     return app
+
+
+def new_database(name: str, modules: str | None, *, sync: bool = True) -> None:
+    """``db new``: validate everything, write the library, its first revision, install it."""
+    from db_kit import scaffold
+    from db_kit.settings import workspace_root
+
+    root = workspace_root()
+    pyproject = root / "pyproject.toml"
+    if not (pyproject.exists() and (root / "libs").is_dir()):
+        _fail(f"{root} is not the workspace root (no pyproject.toml and libs/); run db new there.")
+    scaffold.check_name(name, root)
+    chosen = scaffold.choose_modules(modules, scaffold.shared_modules(root))
+    plan = scaffold.Scaffold(name, root, chosen)
+    registered = scaffold.register_in_workspace(pyproject.read_text(encoding="utf-8"), plan)
+    scaffold.write_library(plan, registered)
+    shown = ", ".join(m.package for m in chosen) or "none"
+    console.print(f"Created libs/{plan.package} (shared modules: {shown}).")
+    console.print(
+        f"Registered {plan.distribution} in pyproject.toml (dependencies, uv sources, ruff, mypy)."
+    )
+    try:
+        revision = scaffold.write_initial_revision(plan)
+    except Exception as exc:
+        from db_kit.errors import translate
+
+        problem = translate(exc) or exc
+        if not isinstance(problem, DatabaseError):
+            raise
+        # The library stays: it is complete but for its first revision.
+        _fail(
+            f"{str(problem).rstrip('.')}. libs/{plan.package} was created without its initial "
+            f'revision: once fixed, run `{scaffold.sync_commands()}` and `db {name} generate -m "'
+            f'{scaffold.INITIAL_MESSAGE}"`.'
+        )
+        return
+    console.print(f"Wrote the initial revision: {revision.relative_to(root)}")
+    if sync:
+        scaffold.install(root)
+        console.print(f"Installed {plan.distribution}: `db {name} ...` is ready.")
+    else:
+        console.print(f"Run `{scaffold.sync_commands()}` to install it, then `db {name} ...`.")
+    console.print(
+        f"Next: set {plan.url_variable} (unset in development: the embedded server's "
+        f'"{name}" database), then `make db-{name}-migrate`.'
+    )
 
 
 def main() -> None:
