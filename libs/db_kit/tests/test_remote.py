@@ -19,13 +19,11 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 
 import core_db
+from db_kit.errors import ConnectFailure, classify_connect_error, connect_failure_reason
 from db_kit.remote import (
-    ConnectFailure,
     RemoteDeployError,
     Target,
     choose,
-    classify_connect_error,
-    connect_failure_reason,
     redact,
     wait_until_reachable,
 )

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from core_db import CONFIG
 from db_kit.cli import build_app
+from db_kit.testing import PostgresServer
 
 PASSWORD = "s3cretpw"
 CONNECT_TIMEOUT = 2
@@ -108,3 +109,18 @@ def test_black_hole_gives_up_after_the_connect_timeout(
     assert elapsed < CONNECT_TIMEOUT + 5, f"took {elapsed:.1f}s"
     # It did wait for the timeout rather than failing for another reason.
     assert elapsed >= CONNECT_TIMEOUT - 0.5, f"gave up after {elapsed:.1f}s"
+
+
+def test_missing_database_is_named_not_called_unreachable(
+    core_settings_reset: pytest.MonkeyPatch, postgres_server: PostgresServer
+) -> None:
+    """The server answers but has no such database: say so (libpq gives no SQLSTATE)."""
+    url = postgres_server.admin_url.set(database="no_such_db_here", password=PASSWORD)
+    core_settings_reset.setenv("DATABASE_URL", url.render_as_string(hide_password=False))
+    CONFIG.reset()
+    result = CliRunner().invoke(build_app(), ["core", "status"])
+    assert result.exit_code == 1, result.output
+    assert "has no database 'no_such_db_here'" in result.output, result.output
+    assert "Cannot reach" not in result.output
+    assert PASSWORD not in result.output
+    assert "Traceback" not in result.output

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from enum import StrEnum
+
 import psycopg
 from sqlalchemy import MetaData
 from sqlalchemy import exc as sa_exc
@@ -110,12 +113,25 @@ def translate(
     ):
         host, port = _describe_target(url)
         target = f"{host}:{port}" if host else "the database server"
-        return DatabaseUnavailableError(
-            f"Cannot reach PostgreSQL at {target}: {_first_line(orig)}. "
-            "Check that the server runs and the URL's host and port are right.",
-            host=host,
-            port=port,
-        )
+        kind, reason = classify_connect_error(orig)
+        if kind is ConnectFailure.CREDENTIALS:
+            user = f" for user {url.username!r}" if url is not None and url.username else ""
+            message = (
+                f"PostgreSQL at {target} refused the credentials{user}: {reason}. "
+                "Fix the user name or password in the database URL."
+            )
+        elif kind is ConnectFailure.NO_DATABASE:
+            name = f" {url.database!r}" if url is not None and url.database else ""
+            message = (
+                f"PostgreSQL at {target} has no database{name}: {reason}. Create it on the "
+                "server (CREATE DATABASE) or fix the database name in the URL."
+            )
+        else:
+            message = (
+                f"Cannot reach PostgreSQL at {target}: {_first_line(orig)}. "
+                "Check that the server runs and the URL's host and port are right."
+            )
+        return DatabaseUnavailableError(message, host=host, port=port)
     return None
 
 
@@ -123,3 +139,82 @@ def _first_line(orig: BaseException) -> str:
     text = str(orig).strip().splitlines()
     # psycopg messages carry no credentials; keep only the reason line.
     return text[0] if text else type(orig).__name__
+
+
+# Connection failures ------------------------------------------------------------------
+
+
+class ConnectFailure(StrEnum):
+    """Why a connection attempt failed, as far as deciding to wait again goes."""
+
+    NOT_READY = "not ready"  # nothing answered yet, or the server is starting: retry
+    CREDENTIALS = "credentials"  # the server answered: wrong user or password
+    NO_DATABASE = "no database"  # the server answered: that database does not exist
+    REFUSED = "refused"  # any other answer (pg_hba, SSL, ...): retrying will not help
+
+
+_SQLSTATES = {
+    "28P01": ConnectFailure.CREDENTIALS,  # invalid_password
+    "28000": ConnectFailure.CREDENTIALS,  # invalid_authorization_specification
+    "3D000": ConnectFailure.NO_DATABASE,  # invalid_catalog_name
+    "57P03": ConnectFailure.NOT_READY,  # cannot_connect_now (starting up, recovery)
+    "53300": ConnectFailure.NOT_READY,  # too_many_connections
+}
+# libpq reports connection failures as text only (psycopg's exception has no SQLSTATE):
+# these are the messages of PostgreSQL's and libpq's own sources, lower-cased.
+_MESSAGES: tuple[tuple[str, ConnectFailure], ...] = (
+    ("password authentication failed", ConnectFailure.CREDENTIALS),
+    ("no password supplied", ConnectFailure.CREDENTIALS),
+    ("authentication failed for user", ConnectFailure.CREDENTIALS),
+    ('role "', ConnectFailure.CREDENTIALS),  # role "x" does not exist
+    ("the database system is starting up", ConnectFailure.NOT_READY),
+    ("the database system is shutting down", ConnectFailure.NOT_READY),
+    ("the database system is in recovery mode", ConnectFailure.NOT_READY),
+    ("the database system is not yet accepting connections", ConnectFailure.NOT_READY),
+    ("too many clients", ConnectFailure.NOT_READY),
+    ("remaining connection slots", ConnectFailure.NOT_READY),
+    ("connection refused", ConnectFailure.NOT_READY),
+    ("timeout expired", ConnectFailure.NOT_READY),
+    ("could not translate host name", ConnectFailure.NOT_READY),
+    ("failed to resolve host", ConnectFailure.NOT_READY),
+    ("name or service not known", ConnectFailure.NOT_READY),
+    ("temporary failure in name resolution", ConnectFailure.NOT_READY),
+    ("no route to host", ConnectFailure.NOT_READY),
+    ("network is unreachable", ConnectFailure.NOT_READY),
+    ("host is unreachable", ConnectFailure.NOT_READY),
+    ("server closed the connection unexpectedly", ConnectFailure.NOT_READY),
+    ("connection reset by peer", ConnectFailure.NOT_READY),
+)
+_DATABASE_MISSING = re.compile(r'database ".*" does not exist')
+_SERVER_PREFIX = re.compile(r"^(connection failed: )?connection to server (at|on) .*? failed: ")
+
+
+def connect_failure_reason(message: str) -> str:
+    """The reason part of a libpq connection error: no "connection to server at ..." prefix."""
+    line = next((ln.strip() for ln in message.strip().splitlines() if ln.strip()), "")
+    line = _SERVER_PREFIX.sub("", line)
+    line = line.removeprefix("connection failed: ")
+    line = re.sub(r"^FATAL:\s+", "", line)
+    return line or "no reason given"
+
+
+def classify_connect_error(exc: BaseException) -> tuple[ConnectFailure, str]:
+    """Whether waiting could help with ``exc`` (raised by a connect), and its one-line reason.
+
+    By SQLSTATE when the driver has one; libpq gives none for a failed connection, so
+    then by its message. Anything unrecognised counts as refused: better a clear failure
+    now than a wait that cannot end well.
+    """
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
+    message = str(orig)
+    reason = connect_failure_reason(message)
+    state = getattr(orig, "sqlstate", None)
+    if isinstance(state, str) and state in _SQLSTATES:
+        return _SQLSTATES[state], reason
+    lowered = message.lower()
+    if _DATABASE_MISSING.search(lowered):
+        return ConnectFailure.NO_DATABASE, reason
+    for marker, kind in _MESSAGES:
+        if marker in lowered:
+            return kind, reason
+    return ConnectFailure.REFUSED, reason

@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import TextIO
 
 import psycopg
@@ -38,7 +37,7 @@ from sqlalchemy.pool import NullPool
 
 from db_kit.config import DatabaseConfig
 from db_kit.engine import connect_args
-from db_kit.errors import translate
+from db_kit.errors import ConnectFailure, classify_connect_error, translate
 from db_kit.migrations import Migrator
 from db_kit.settings import DatabaseSettings, dotenv_path, settings_config
 from db_shared.errors import ConfigurationError, DatabaseError
@@ -88,82 +87,6 @@ class RemoteSettings(BaseSettings):
 
 
 # connection failures -------------------------------------------------------------------
-
-
-class ConnectFailure(StrEnum):
-    """Why a connection attempt failed, as far as deciding to wait again goes."""
-
-    NOT_READY = "not ready"  # nothing answered yet, or the server is starting: retry
-    CREDENTIALS = "credentials"  # the server answered: wrong user or password
-    NO_DATABASE = "no database"  # the server answered: that database does not exist
-    REFUSED = "refused"  # any other answer (pg_hba, SSL, ...): retrying will not help
-
-
-_SQLSTATES = {
-    "28P01": ConnectFailure.CREDENTIALS,  # invalid_password
-    "28000": ConnectFailure.CREDENTIALS,  # invalid_authorization_specification
-    "3D000": ConnectFailure.NO_DATABASE,  # invalid_catalog_name
-    "57P03": ConnectFailure.NOT_READY,  # cannot_connect_now (starting up, recovery)
-    "53300": ConnectFailure.NOT_READY,  # too_many_connections
-}
-# libpq reports connection failures as text only (psycopg's exception has no SQLSTATE):
-# these are the messages of PostgreSQL's and libpq's own sources, lower-cased.
-_MESSAGES: tuple[tuple[str, ConnectFailure], ...] = (
-    ("password authentication failed", ConnectFailure.CREDENTIALS),
-    ("no password supplied", ConnectFailure.CREDENTIALS),
-    ("authentication failed for user", ConnectFailure.CREDENTIALS),
-    ('role "', ConnectFailure.CREDENTIALS),  # role "x" does not exist
-    ("the database system is starting up", ConnectFailure.NOT_READY),
-    ("the database system is shutting down", ConnectFailure.NOT_READY),
-    ("the database system is in recovery mode", ConnectFailure.NOT_READY),
-    ("the database system is not yet accepting connections", ConnectFailure.NOT_READY),
-    ("too many clients", ConnectFailure.NOT_READY),
-    ("remaining connection slots", ConnectFailure.NOT_READY),
-    ("connection refused", ConnectFailure.NOT_READY),
-    ("timeout expired", ConnectFailure.NOT_READY),
-    ("could not translate host name", ConnectFailure.NOT_READY),
-    ("failed to resolve host", ConnectFailure.NOT_READY),
-    ("name or service not known", ConnectFailure.NOT_READY),
-    ("temporary failure in name resolution", ConnectFailure.NOT_READY),
-    ("no route to host", ConnectFailure.NOT_READY),
-    ("network is unreachable", ConnectFailure.NOT_READY),
-    ("host is unreachable", ConnectFailure.NOT_READY),
-    ("server closed the connection unexpectedly", ConnectFailure.NOT_READY),
-    ("connection reset by peer", ConnectFailure.NOT_READY),
-)
-_DATABASE_MISSING = re.compile(r'database ".*" does not exist')
-_SERVER_PREFIX = re.compile(r"^(connection failed: )?connection to server (at|on) .*? failed: ")
-
-
-def connect_failure_reason(message: str) -> str:
-    """The reason part of a libpq connection error: no "connection to server at ..." prefix."""
-    line = next((ln.strip() for ln in message.strip().splitlines() if ln.strip()), "")
-    line = _SERVER_PREFIX.sub("", line)
-    line = line.removeprefix("connection failed: ")
-    line = re.sub(r"^FATAL:\s+", "", line)
-    return line or "no reason given"
-
-
-def classify_connect_error(exc: BaseException) -> tuple[ConnectFailure, str]:
-    """Whether waiting could help with ``exc`` (raised by a connect), and its one-line reason.
-
-    By SQLSTATE when the driver has one; libpq gives none for a failed connection, so
-    then by its message. Anything unrecognised counts as refused: better a clear failure
-    now than a wait that cannot end well.
-    """
-    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
-    message = str(orig)
-    reason = connect_failure_reason(message)
-    state = getattr(orig, "sqlstate", None)
-    if isinstance(state, str) and state in _SQLSTATES:
-        return _SQLSTATES[state], reason
-    lowered = message.lower()
-    if _DATABASE_MISSING.search(lowered):
-        return ConnectFailure.NO_DATABASE, reason
-    for marker, kind in _MESSAGES:
-        if marker in lowered:
-            return kind, reason
-    return ConnectFailure.REFUSED, reason
 
 
 @dataclass(frozen=True)
