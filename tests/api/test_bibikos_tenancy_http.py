@@ -72,3 +72,32 @@ def test_one_tenant_database_down_is_503_for_that_tenant_only(base: str) -> None
         for host in ("us.gym.test", "eu.gym.test"):
             r = client.post("/auth/register", json=BODY, headers={"Host": host})
             assert r.status_code == 201, r.text
+
+
+def test_ready_reports_the_unhealthy_tenant_without_failing_the_healthy_ones(base: str) -> None:
+    with httpx.Client(base_url=base, timeout=30) as client:
+        r = client.get("/health/ready")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "degraded"
+    assert body["tenants"]["us"] == body["tenants"]["eu"] == "ok"
+    assert "Cannot reach PostgreSQL" in body["tenants"]["down"]
+    assert "pw" not in body["tenants"]["down"].split("127.0.0.1")[0]  # no password
+
+
+def test_ready_is_503_when_every_tenant_database_is_down() -> None:
+    down = URL.create("postgresql+psycopg", username="u", password="pw", host="127.0.0.1",
+                      port=closed_port(), database="gone")  # fmt: skip
+    database = TenantRoutedDatabase(
+        bibikos_db.CONFIG, resolver=StaticTenantResolver({"a": down, "b": down})
+    )
+    routing = BibikosApiRouting(tenant_hosts={"a": ["a.gym.test"], "b": ["b.gym.test"]})
+    with (
+        LiveServer(create_app(database, routing)) as base_url,
+        httpx.Client(base_url=base_url, timeout=30) as client,
+    ):
+        r = client.get("/health/ready")
+    assert r.status_code == 503, r.text
+    assert r.headers["Retry-After"]
+    assert r.json()["status"] == "unavailable"
+    assert set(r.json()["tenants"]) == {"a", "b"}
