@@ -9,7 +9,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, select, text
 from sqlalchemy.engine import URL
@@ -259,6 +259,36 @@ class SQLAlchemyDatabase:
 
 
 _live_databases: weakref.WeakSet[SQLAlchemyDatabase] = weakref.WeakSet()
+# Every other Database of this process with engines to close (TenantRoutedDatabase, ...).
+_other_databases: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def track(database: Any) -> None:
+    """Let ``dispose_all`` reach ``database`` (it must have ``dispose()``/``dispose_sync()``)."""
+    _other_databases.add(database)
+
+
+def _everything() -> list[Any]:
+    return [*_live_databases, *_other_databases]
+
+
+async def dispose_all() -> int:
+    """Dispose the engines of every database of this process (workers, scripts, tests).
+
+    Returns how many databases were disposed; each builds its engines again on next use.
+    """
+    found = _everything()
+    for database in found:
+        await database.dispose()
+    return len(found)
+
+
+def dispose_all_sync() -> int:
+    """``dispose_all`` from synchronous code (no event loop running)."""
+    found = _everything()
+    for database in found:
+        database.dispose_sync()
+    return len(found)
 
 
 def _forget_engines_after_fork() -> None:

@@ -54,7 +54,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
 from db_kit.config import DatabaseConfig
-from db_kit.database import SQLAlchemyDatabase
+from db_kit.database import SQLAlchemyDatabase, track
 from db_kit.engine import Engines, configure_logging, engine_kwargs
 from db_kit.errors import ConstraintColumns
 from db_kit.migrations import Migrator
@@ -885,6 +885,7 @@ class TenantRoutedDatabase:
         # Model lookups only; it never builds engines.
         self._models = SQLAlchemyDatabase(config, settings=settings)
         self._columns: ConstraintColumns | None = None
+        track(self)
 
     @property
     def name(self) -> str:

@@ -13,6 +13,7 @@ library's URL variable is pointed at a run-specific database so nothing falls th
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -173,11 +174,40 @@ def _isolate_database_urls(request: pytest.FixtureRequest) -> Iterator[None]:
     try:
         yield
     finally:
+        reset_engines()
         for variable, value in saved.items():
             if value is None:
                 os.environ.pop(variable, None)
             else:
                 os.environ[variable] = value
+
+
+def reset_engines() -> int:
+    """Dispose every database's engines and forget cached settings (between tests).
+
+    Async connections are closed on a short-lived event loop when none is running, so no
+    "connection deleted while still open" warning follows a test. Returns how many
+    databases were disposed; each builds its engines again on next use.
+    """
+    from db_kit.database import dispose_all, dispose_all_sync
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        count = asyncio.run(dispose_all())
+    else:
+        count = dispose_all_sync()
+    for config in _installed_databases().values():
+        config.reset()  # type: ignore[attr-defined]
+    return count
+
+
+@pytest.fixture
+def fresh_engines() -> Iterator[None]:
+    """Use in a test (or autouse in a conftest) to start and end it with no engine cached."""
+    reset_engines()
+    yield
+    reset_engines()
 
 
 @pytest.fixture
