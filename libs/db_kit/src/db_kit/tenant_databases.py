@@ -825,8 +825,10 @@ class _TenantUnitOfWork(SQLAlchemyDatabase):
     """``SQLAlchemyDatabase``'s units of work and error translation on one tenant's engines.
 
     Short-lived (one per lease) and never disposed itself: the ``EngineCache`` owns the
-    engines.
+    engines (so neither ``dispose_all`` nor the fork hook may touch it).
     """
+
+    _tracked = False
 
     def __init__(
         self,

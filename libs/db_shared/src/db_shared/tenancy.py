@@ -130,11 +130,24 @@ class Tenant:
 TenantLike = Tenant | str
 
 
+# Tenants made from a bare slug, by slug: they are immutable, and a unit of work that
+# enters ``tenant_context("acme")`` should not pay for validating and allocating a new one
+# (the garbage alone showed in bench/tenancy_sessions.py). Bounded: cleared when full.
+_BY_SLUG: dict[str, Tenant] = {}
+_BY_SLUG_MAX = 10_000
+
+
 def as_tenant(value: TenantLike) -> Tenant:
     """A ``Tenant`` from a tenant or a slug (validated)."""
     if isinstance(value, Tenant):
         return value
-    return Tenant(value)  # the constructor validates the slug
+    found = _BY_SLUG.get(value) if isinstance(value, str) else None
+    if found is None:
+        found = Tenant(value)  # the constructor validates the slug
+        if len(_BY_SLUG) >= _BY_SLUG_MAX:
+            _BY_SLUG.clear()
+        _BY_SLUG[value] = found
+    return found
 
 
 _current: contextvars.ContextVar[Tenant | None] = contextvars.ContextVar(
@@ -161,6 +174,8 @@ class tenant_context:  # lower-case: used like contextlib's managers
     On exit the previous tenant (or none) is restored, even when the block raises, so
     contexts nest. Enter one instance from one task at a time.
     """
+
+    __slots__ = ("_tokens", "tenant")
 
     def __init__(self, tenant: TenantLike) -> None:
         self.tenant = as_tenant(tenant)
