@@ -259,3 +259,46 @@ def test_seed_a_tenant_schema(tenant_db: URL) -> None:
     bad = runner.invoke(build_app(), ["core", "seed", "--tenant", "a,public"])
     assert bad.exit_code == 1
     assert sql(tenant_db, "SELECT count(*) FROM public.roles") == [(0,)]
+
+
+def test_helper_processes_share_the_queue_with_this_one(tenant_db: URL) -> None:
+    tenants = TenantMigrator(core_db.CONFIG, tenant_db)
+    slugs = [f"bulk{i}" for i in range(8)]
+    for slug in slugs:
+        tenants.create(slug)
+    for slug in ("acme", "globex", *slugs):
+        _reset_schema(tenant_db, f"tenant_{slug}")
+    results = tenants.migrate_all(workers=3, min_per_helper=1)
+    migrated = [r for r in results if r.status == "migrated"]
+    assert len(migrated) == 10, results
+    assert {r.after for r in migrated} == {tenants.head()}
+    helpers = {r.pid for r in migrated} - {os.getpid()}
+    assert helpers, "no tenant was migrated by a helper process"
+    assert len(helpers) <= 2
+    # Nothing left to do, and nothing started for it.
+    again = tenants.migrate_all(workers=3, min_per_helper=1)
+    assert {r.status for r in again} == {"up to date"}
+
+
+def test_registry_fast_path_and_verify(tenant_db: URL) -> None:
+    """Tenants the registry records at head are skipped without reading their version table;
+    a schema changed behind the runner's back is caught by status and by --verify."""
+    # acme restored "from an old backup": tables gone, version table empty.
+    sql(tenant_db, "DROP SCHEMA tenant_acme CASCADE")
+    sql(tenant_db, "CREATE SCHEMA tenant_acme")
+    sql(tenant_db, "CREATE TABLE tenant_acme.alembic_version (version_num varchar(32) PRIMARY KEY)")
+    runner = CliRunner()
+    trusting = runner.invoke(build_app(), ["core", "tenants", "migrate"])
+    assert trusting.exit_code == 0, trusting.output
+    assert "0 migrated, 2 already at head" in trusting.output  # the documented blind spot
+    status = runner.invoke(build_app(), ["core", "tenants", "status"])
+    assert status.exit_code == 3, status.output  # status reads the version tables
+    verified = runner.invoke(build_app(), ["core", "tenants", "migrate", "--verify"])
+    assert verified.exit_code == 0, verified.output
+    assert "1 migrated, 1 already at head" in verified.output
+    assert sql(tenant_db, "SELECT count(*) FROM tenant_acme.auth_users") == [(0,)]
+    # A schema whose version table is gone is never trusted, --verify or not.
+    sql(tenant_db, "DROP SCHEMA tenant_globex CASCADE")
+    sql(tenant_db, "CREATE SCHEMA tenant_globex")
+    again = runner.invoke(build_app(), ["core", "tenants", "migrate"])
+    assert "1 migrated, 1 already at head" in again.output, again.output

@@ -32,9 +32,12 @@ request_log = logging.getLogger("api_kit.request")
 class CorrelationIdMiddleware:
     """Pure ASGI: the request's correlation id around the whole app (outermost middleware)."""
 
-    def __init__(self, app: ASGIApp, header: str = REQUEST_ID_HEADER) -> None:
+    def __init__(
+        self, app: ASGIApp, header: str = REQUEST_ID_HEADER, log_level: int | None = None
+    ) -> None:
         self.app = app
         self.header = header.lower()
+        self.log_level = request_log_level() if log_level is None else log_level
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -55,13 +58,21 @@ class CorrelationIdMiddleware:
             try:
                 await self.app(scope, receive, send_with_id)
             finally:
-                request_log.info(
+                request_log.log(
+                    self.log_level,
                     "%s %s -> %s in %.1f ms",
                     scope.get("method", "WS"),
                     scope["path"],
                     status,
                     (perf_counter() - started) * 1000,
                 )
+
+
+def request_log_level() -> int:
+    """INFO in development (see each request), DEBUG elsewhere (uvicorn's access log already
+    has a line per request; formatting and writing a second one costs ~0.05 ms)."""
+    environment = os.environ.get("ENVIRONMENT") or os.environ.get("APP_ENV") or "development"
+    return logging.INFO if environment.lower() == "development" else logging.DEBUG
 
 
 _HANDLER_MARK = "_api_kit_handler"

@@ -24,6 +24,10 @@ from db_kit.migrations import Migrator
 from db_shared.errors import DatabaseError
 
 ENTRY_POINT_GROUP = "db_kit.databases"
+VERIFY_HELP = (
+    "Read every tenant's version table instead of trusting registry rows at head "
+    "(after restoring a schema from a backup or running Alembic by hand)."
+)
 F = TypeVar("F", bound=Callable[..., Any])
 
 console = Console(highlight=False, soft_wrap=True)
@@ -125,12 +129,13 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
     @handle_errors
     def migrate(
         workers: Annotated[int, typer.Option(min=1, max=64, help="Tenant worker processes.")] = 2,
+        verify: Annotated[bool, typer.Option(help=VERIFY_HELP)] = False,
     ) -> None:
         """Development: upgrade the database to head (registry and every tenant too)."""
         if db.tenancy is not None:
             _upgrade_and_report(db.tenancy.registry)
         _upgrade_and_report(db)
-        if db.tenancy is not None and migrate_tenants(db, workers):
+        if db.tenancy is not None and migrate_tenants(db, workers, verify):
             raise typer.Exit(1)
 
     @app.command()
@@ -309,7 +314,7 @@ def _results_table(results: list[Any]) -> Table:
     return table
 
 
-def migrate_tenants(db: DatabaseConfig, workers: int) -> list[Any]:
+def migrate_tenants(db: DatabaseConfig, workers: int, verify: bool = False) -> list[Any]:
     """Migrate every tenant schema with a progress bar; print the per-tenant table."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -329,7 +334,7 @@ def migrate_tenants(db: DatabaseConfig, workers: int) -> list[Any]:
 
     with progress:
         results = TenantMigrator(db).migrate_all(
-            workers=workers, on_start=started, on_result=finished
+            workers=workers, on_start=started, on_result=finished, verify=verify
         )
     migrated = sum(r.status == "migrated" for r in results)
     failed = [r for r in results if r.failed]
@@ -402,9 +407,10 @@ def tenants_app(db: DatabaseConfig) -> typer.Typer:
     @handle_errors
     def migrate(
         workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 2,
+        verify: Annotated[bool, typer.Option(help=VERIFY_HELP)] = False,
     ) -> None:
         """Bring every tenant schema to head, in parallel; rerun to resume after a failure."""
-        if migrate_tenants(db, workers):
+        if migrate_tenants(db, workers, verify):
             raise typer.Exit(1)
 
     @app.command("drop")

@@ -1,14 +1,21 @@
 """Query hooks in one place, attached to every engine db_kit builds.
 
-- Prometheus: ``db_queries_total{database,tenant,outcome}`` and
-  ``db_query_duration_seconds{database,tenant}`` (exported by the apps at ``/metrics``).
+- Prometheus: ``db_query_duration_seconds{database,tenant}`` (a histogram: its ``_count``
+  is the number of statements, ``_sum`` their time), ``db_query_errors_total`` and
+  ``db_slow_queries_total`` (exported by the apps at ``/metrics``).
 - A slow-query log (logger ``db_kit.slow_query``, WARNING) above ``<PREFIX>SLOW_QUERY_MS``;
   the statement is logged, its parameters never are.
 - The correlation id of the current request or job (``db_shared.correlation``) prefixed to
   each statement as ``/* request_id=... */`` so it shows in ``pg_stat_activity.query``
   (``<PREFIX>SQL_COMMENTS=false`` turns it off).
 - OpenTelemetry spans per statement when ``opentelemetry-instrumentation-sqlalchemy`` is
-  installed (``db-kit[otel]``) and ``<PREFIX>OPENTELEMETRY`` is not false.
+  installed (``db-kit[otel]``), a tracer provider is configured by the time the engine is
+  built (engines are built on first use), and ``<PREFIX>OPENTELEMETRY`` is not false.
+
+Costs, measured per statement on this machine: SQLAlchemy's event dispatch ~8 us, these
+hooks ~5 us, OpenTelemetry's ~25 us; a SQL comment makes each request's statements
+distinct, so psycopg prepares none of them (~20 us of client CPU, plus parsing on the
+server).
 
 The tenant label is the current tenant's slug (``-`` outside a tenant).
 """
@@ -30,14 +37,14 @@ if TYPE_CHECKING:
 
     from db_kit.settings import DatabaseSettings
 
-QUERIES = Counter(
-    "db_queries",
-    "SQL statements executed, by database, tenant and outcome (ok or error).",
-    ["database", "tenant", "outcome"],
+QUERY_ERRORS = Counter(
+    "db_query_errors",
+    "SQL statements that raised, by database and tenant.",
+    ["database", "tenant"],
 )
 QUERY_SECONDS = Histogram(
     "db_query_duration_seconds",
-    "Time from sending a SQL statement to its result, by database and tenant.",
+    "SQL statements (count) and the time from sending each to its result, by database and tenant.",
     ["database", "tenant"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
@@ -58,15 +65,14 @@ class _Series:
 
     def __init__(self, database: str) -> None:
         self.database = database
-        self._by_tenant: dict[str, tuple[Any, Any, Any, Any]] = {}
+        self._by_tenant: dict[str, tuple[Any, Any, Any]] = {}
 
-    def of(self, tenant: str) -> tuple[Any, Any, Any, Any]:
+    def of(self, tenant: str) -> tuple[Any, Any, Any]:
         found = self._by_tenant.get(tenant)
         if found is None:
             found = (
-                QUERIES.labels(self.database, tenant, "ok"),
-                QUERIES.labels(self.database, tenant, "error"),
                 QUERY_SECONDS.labels(self.database, tenant),
+                QUERY_ERRORS.labels(self.database, tenant),
                 SLOW_QUERIES.labels(self.database, tenant),
             )
             self._by_tenant[tenant] = found
@@ -109,8 +115,7 @@ def instrument(engine: Engine, *, database: str, settings: DatabaseSettings) -> 
             return
         elapsed = perf_counter() - started
         tenant = _tenant_label()
-        ok, _, seconds, slow_count = series.of(tenant)
-        ok.inc()
+        seconds, _, slow_count = series.of(tenant)
         seconds.observe(elapsed)
         if slow is not None and elapsed >= slow:
             slow_count.inc()
@@ -131,7 +136,7 @@ def instrument(engine: Engine, *, database: str, settings: DatabaseSettings) -> 
     def handle_error(context: Any) -> None:
         execution = context.execution_context
         tenant = _tenant_label()
-        _, failed, seconds, _ = series.of(tenant)
+        seconds, failed, _ = series.of(tenant)
         failed.inc()
         started = getattr(execution, _STARTED, None) if execution is not None else None
         if started is not None:
@@ -147,7 +152,9 @@ def instrument(engine: Engine, *, database: str, settings: DatabaseSettings) -> 
 def _trace_with_opentelemetry(engine: Engine) -> bool:
     """Spans per statement through OpenTelemetry's SQLAlchemy instrumentation, if installed.
 
-    Its ``SQLAlchemyInstrumentor().instrument()`` can run once per process and wraps
+    Only when a tracer provider is configured (``trace.set_tracer_provider``, or the
+    ``opentelemetry-instrument`` launcher) before the engine is built. The instrumentor's
+    ``SQLAlchemyInstrumentor().instrument()`` can run once per process and wraps
     ``create_engine`` at module level; engines are built lazily here, so each one gets its
     own ``EngineTracer`` on the global (proxy) tracer provider instead.
     """
@@ -155,6 +162,9 @@ def _trace_with_opentelemetry(engine: Engine) -> bool:
         from opentelemetry import metrics, trace
         from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
     except ImportError:
+        return False
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        # No SDK configured: every span would be dropped, at ~25 us a statement.
         return False
     tracer = trace.get_tracer("db_kit")
     usage = metrics.get_meter("db_kit").create_up_down_counter(

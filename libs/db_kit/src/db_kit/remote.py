@@ -246,7 +246,7 @@ class RemoteDeploy:
     def _schema_tenants(self, db: DatabaseConfig, url: URL) -> None:
         from db_kit.tenant_migrations import TenantMigrator
 
-        results = TenantMigrator(db, url).migrate_all(workers=self.workers)
+        results = TenantMigrator(db, url).migrate_all(workers=self.workers, verify=True)
         for r in sorted(results, key=lambda r: r.slug):
             if r.failed:
                 self.failed.append(f"{db.name} tenant {r.slug}")
