@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -14,14 +13,9 @@ from sqlalchemy.engine import URL
 import bibikos_db
 from bibikos_api.main import BibikosApiRouting, create_app
 from db_kit.tenant_databases import StaticTenantResolver, TenantRoutedDatabase
+from db_kit.testing import unused_port
 
 BODY = {"email": "same@example.com", "password": "long enough 1"}
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def users(url: URL) -> int:
@@ -41,7 +35,7 @@ def tenant_urls(database_at_head: Callable[..., URL]) -> dict[str, URL]:
 @pytest.fixture
 def base(tenant_urls: dict[str, URL]) -> Iterator[str]:
     down = URL.create("postgresql+psycopg", username="u", password="pw", host="127.0.0.1",
-                      port=closed_port(), database="gone")  # fmt: skip
+                      port=unused_port(), database="gone")  # fmt: skip
     resolver = StaticTenantResolver({**tenant_urls, "down": down})
     database = TenantRoutedDatabase(bibikos_db.CONFIG, resolver=resolver)
     routing = BibikosApiRouting(
@@ -87,7 +81,7 @@ def test_ready_reports_the_unhealthy_tenant_without_failing_the_healthy_ones(bas
 
 def test_ready_is_503_when_every_tenant_database_is_down() -> None:
     down = URL.create("postgresql+psycopg", username="u", password="pw", host="127.0.0.1",
-                      port=closed_port(), database="gone")  # fmt: skip
+                      port=unused_port(), database="gone")  # fmt: skip
     database = TenantRoutedDatabase(
         bibikos_db.CONFIG, resolver=StaticTenantResolver({"a": down, "b": down})
     )

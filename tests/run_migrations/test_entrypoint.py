@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -190,15 +189,6 @@ def test_one_database_chosen_by_argument(
 
 
 # bad input ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def closed_port() -> int:
-    """A port on 127.0.0.1 nothing listens on (bound once by us, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def _connects(url: URL, password: str) -> bool:

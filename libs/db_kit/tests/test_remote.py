@@ -8,7 +8,6 @@ message texts where it cannot (a server starting up, DNS not resolvable yet).
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 
@@ -27,15 +26,8 @@ from db_kit.remote import (
     redact,
     wait_until_reachable,
 )
-from db_kit.testing import PostgresServer
+from db_kit.testing import PostgresServer, unused_port
 from db_shared.errors import ConfigurationError
-
-
-def _closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def _connect_error(url: URL) -> sa_exc.DBAPIError:
@@ -97,7 +89,7 @@ def test_sqlstate_wins_over_text() -> None:
 
 
 def test_real_closed_port_is_worth_waiting_for() -> None:
-    port = _closed_port()
+    port = unused_port()
     error = _connect_error(URL.create("postgresql+psycopg", "u", "pw", "127.0.0.1", port, "x"))
     kind, reason = classify_connect_error(error)
     assert kind is ConnectFailure.NOT_READY
@@ -125,8 +117,8 @@ def test_wait_returns_at_once_when_the_server_answers(
     assert time.monotonic() - started < 5
 
 
-def test_wait_gives_up_after_the_deadline_on_a_closed_port() -> None:
-    port = _closed_port()
+def test_wait_gives_up_after_the_deadline_on_aunused_port() -> None:
+    port = unused_port()
     url = URL.create("postgresql+psycopg", "u", "hunter2-secret", "127.0.0.1", port, "core")
     pauses: list[float] = []
     started = time.monotonic()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import threading
 import time
 import uuid
@@ -120,14 +119,6 @@ def tenant_dbs(fresh_database: Callable[..., URL]) -> Callable[[int], dict[str, 
         return urls
 
     return make
-
-
-@pytest.fixture
-def closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 # --- resolvers and settings -----------------------------------------------------------------

@@ -37,15 +37,6 @@ def core_settings_reset(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.Monk
 
 
 @pytest.fixture
-def closed_port() -> int:
-    """A port on 127.0.0.1 nothing listens on (bound once by us, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-@pytest.fixture
 def black_hole_port() -> Iterator[int]:
     """A listening port whose connections are queued by the kernel and never answered."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import uuid
@@ -180,6 +181,21 @@ def _isolate_database_urls(request: pytest.FixtureRequest) -> Iterator[None]:
                 os.environ.pop(variable, None)
             else:
                 os.environ[variable] = value
+
+
+def unused_port() -> int:
+    """A port on 127.0.0.1 nothing listens on (bound once, then released): connections to it
+    are refused at once, the quickest "server down" there is."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """``unused_port()`` as a fixture."""
+    return unused_port()
 
 
 def reset_engines() -> int:
