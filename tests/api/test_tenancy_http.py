@@ -246,3 +246,21 @@ def test_identity_webhook_tenant_database_down_is_503(
             assert down.headers["Retry-After"]
     finally:
         server.destroy()
+
+
+def test_ready_lists_unhealthy_tenant_schemas_and_stays_up(base: str, tenants_url: URL) -> None:
+    with httpx.Client(base_url=base) as client:
+        healthy = client.get("/health/ready")
+        assert healthy.status_code == 200, healthy.text
+        assert healthy.json()["tenants"] == {"acme": "ok", "globex": "ok"}
+        engine = create_engine(tenants_url)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE core.tenants SET last_error = 'boom' WHERE slug = 'globex'"))
+        engine.dispose()
+        degraded = client.get("/health/ready")
+        # acme still serves; globex is reported, and the instance stays ready.
+        assert degraded.status_code == 200, degraded.text
+        assert degraded.json()["status"] == "degraded"
+        assert degraded.json()["tenants"]["acme"] == "ok"
+        assert "last migration failed: boom" in degraded.json()["tenants"]["globex"]
+        assert client.post("/auth/register", json=BODY, headers=on("acme")).status_code == 201

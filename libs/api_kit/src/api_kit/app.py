@@ -77,14 +77,15 @@ def create_api(
     async def ready(registry: svcs.fastapi.DepRegistry) -> JSONResponse:
         """200 when the bound database answers a ping, 503 (with the reason) when not.
 
-        Database-per-tenant: every tenant's database is pinged; unhealthy ones are listed
-        ("degraded", still 200) and only all of them down makes the instance unready.
+        Tenancy: every tenant's database is pinged (database-per-tenant) or every tenant's
+        schema checked (schema-per-tenant: present, last migration succeeded); unhealthy
+        tenants are listed ("degraded", still 200) and only all of them down makes it 503.
         """
         async with svcs.Container(registry) as container:
             database: Database = container.get(DATABASE)  # type: ignore[call-overload]
-        if isinstance(database, TenantHealth):
-            return await _tenants_ready(database)
         try:
+            if isinstance(database, TenantHealth):
+                return await _tenants_ready(database)
             await database.ping()
         except DatabaseError as exc:
             return JSONResponse(
@@ -99,6 +100,8 @@ def create_api(
 
 async def _tenants_ready(database: TenantHealth) -> JSONResponse:
     problems = await database.ping_tenants()
+    if not problems:  # single-tenant, or no tenant yet
+        return JSONResponse({"status": "ok", "database": database.name})
     tenants = {slug: reason or "ok" for slug, reason in sorted(problems.items())}
     down = [slug for slug, reason in problems.items() if reason is not None]
     if tenants and len(down) == len(tenants):

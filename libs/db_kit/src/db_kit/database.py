@@ -205,6 +205,38 @@ class SQLAlchemyDatabase:
                 raise
             raise mapped from exc
 
+    async def ping_tenants(self, timeout: float | None = None) -> dict[str, str | None]:
+        """Readiness: ping the database (raising when it is down), then, schema-per-tenant,
+        each active tenant: None when it can serve, else why not (its last migration
+        failed, its schema is missing). One registry query and one catalog query."""
+        await self.ping()
+        tenancy = self.config.tenancy
+        if tenancy is None or not self.multi_tenant:
+            return {}
+        registry = tenancy.registry
+        t = registry.metadata.tables[f"{registry.version_table_schema}.{tenancy.registry_table}"].c
+        stmt = select(t.slug, t.schema_name, t.last_error).where(t.status == "active")
+        present = text("SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname = ANY(:schemas)")
+        try:
+            async with self.engines.async_engine.connect() as conn:
+                rows = (await conn.execute(stmt)).all()
+                schemas = [row.schema_name for row in rows]
+                found = {n for (n,) in await conn.execute(present, {"schemas": schemas})}
+        except Exception as exc:
+            mapped = self.translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        health: dict[str, str | None] = {}
+        for slug, schema, error in rows:
+            if schema not in found:
+                health[slug] = f"schema {schema} is missing"
+            elif error:
+                health[slug] = f"its last migration failed: {error}"
+            else:
+                health[slug] = None
+        return health
+
     def ping_sync(self) -> None:
         try:
             with self.engines.sync_engine.connect() as conn:
