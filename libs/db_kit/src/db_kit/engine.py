@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-from db_kit.observability import instrument
+from db_kit.observability import cursor_factories, instrument
 from db_kit.settings import DatabaseSettings, Environment
 
 
@@ -32,12 +32,17 @@ class Engines:
     sync_sessions: sessionmaker[Session]
 
 
-def connect_args(settings: DatabaseSettings, *, prepare: bool = True) -> dict[str, Any]:
-    """psycopg connection arguments: connect timeout, statement timeout, application name."""
+def connect_args(
+    settings: DatabaseSettings, *, prepare: bool = True, cursor_factory: type | None = None
+) -> dict[str, Any]:
+    """psycopg connection arguments: connect timeout, statement timeout, application name,
+    and the cursor class (``observability.cursor_factories``) when one is given."""
     args: dict[str, Any] = {
         "connect_timeout": settings.connect_timeout,
         "application_name": settings.application_name,
     }
+    if cursor_factory is not None:
+        args["cursor_factory"] = cursor_factory
     if settings.pgbouncer or not prepare:
         # A transaction pooler hands each transaction to any server connection: a statement
         # prepared on one is missing (or clashes) on the next. With many tenant schemas
@@ -50,10 +55,14 @@ def connect_args(settings: DatabaseSettings, *, prepare: bool = True) -> dict[st
 
 
 def engine_kwargs(
-    settings: DatabaseSettings, *, pooled: bool = True, prepare: bool = True
+    settings: DatabaseSettings,
+    *,
+    pooled: bool = True,
+    prepare: bool = True,
+    cursor_factory: type | None = None,
 ) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
-        "connect_args": connect_args(settings, prepare=prepare),
+        "connect_args": connect_args(settings, prepare=prepare, cursor_factory=cursor_factory),
         "echo": settings.echo,
         "hide_parameters": settings.environment is Environment.PRODUCTION,
     }
@@ -123,11 +132,16 @@ def build_engines(
     """
     target = url if url is not None else settings.resolved_url()
     configure_logging(settings)
-    async_engine = create_async_engine(target, **engine_kwargs(settings, prepare=prepare))
-    sync_engine = create_engine(target, **engine_kwargs(settings, prepare=prepare))
+    cursor, async_cursor = cursor_factories(name or target.database or "?", settings)
+    async_engine = create_async_engine(
+        target, **engine_kwargs(settings, prepare=prepare, cursor_factory=async_cursor)
+    )
+    sync_engine = create_engine(
+        target, **engine_kwargs(settings, prepare=prepare, cursor_factory=cursor)
+    )
     for engine in (async_engine.sync_engine, sync_engine):
         cache_schema_translation(engine)
-        instrument(engine, database=name or target.database or "?", settings=settings)
+        instrument(engine, settings=settings)
     return Engines(
         url=target,
         async_engine=async_engine,

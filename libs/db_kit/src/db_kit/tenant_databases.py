@@ -58,7 +58,7 @@ from db_kit.database import SQLAlchemyDatabase, track
 from db_kit.engine import Engines, configure_logging, engine_kwargs
 from db_kit.errors import ConstraintColumns
 from db_kit.migrations import Migrator
-from db_kit.observability import instrument
+from db_kit.observability import cursor_factories, instrument
 from db_kit.settings import _ACCEPTED_SCHEMES, DRIVER, DatabaseSettings
 from db_shared.errors import ConfigurationError, DatabaseError, DatabaseUnavailableError
 from db_shared.tenancy import (
@@ -439,6 +439,7 @@ class EngineCache:
         async_pool = min(settings.pool_size, async_max)
         self.resolver = resolver
         self.name = name  # the database lib's name: labels the engines' metrics
+        self._cursors = cursor_factories(name, settings)
         self.max_engines = max_engines
         self.connection_budget = connection_budget
         self.per_tenant_connections = async_max + sync_connections
@@ -634,11 +635,15 @@ class EngineCache:
 
     def _build(self, url: URL) -> Engines:
         # Like engine.build_engines, with the sync pool sized apart from the async one.
-        async_engine = create_async_engine(url, **engine_kwargs(self._async_settings))
-        sync_engine = create_engine(url, **engine_kwargs(self._sync_settings))
+        async_engine = create_async_engine(
+            url, **engine_kwargs(self._async_settings, cursor_factory=self._cursors[1])
+        )
+        sync_engine = create_engine(
+            url, **engine_kwargs(self._sync_settings, cursor_factory=self._cursors[0])
+        )
         for engine in (async_engine.sync_engine, sync_engine):
             self._watch_closes(engine)
-            instrument(engine, database=self.name, settings=self._async_settings)
+            instrument(engine, settings=self._async_settings)
         return Engines(
             url=url,
             async_engine=async_engine,
