@@ -12,6 +12,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -206,3 +207,53 @@ def test_opentelemetry_spans_when_installed(database_at_head: Callable[..., URL]
         s.execute(text("SELECT 41 + 2"))
     quiet.dispose_sync()
     assert not [sp for sp in exporter.get_finished_spans() if "41 + 2" in str(sp.attributes)]
+
+
+WORKER = """
+import asyncio, sys
+from sqlalchemy import text
+import core_db
+from db_kit.database import SQLAlchemyDatabase
+
+db = SQLAlchemyDatabase(core_db.CONFIG, url=sys.argv[1])
+
+async def main() -> None:
+    for _ in range(int(sys.argv[2])):
+        async with db.session() as s:
+            await s.execute(text("SELECT 1"))
+    await db.dispose()
+
+asyncio.run(main())
+"""
+
+SCRAPE = """
+from prometheus_client import generate_latest
+from api_kit.observability import metrics_registry
+print(generate_latest(metrics_registry()).decode())
+"""
+
+
+def test_prefork_workers_are_summed_in_one_scrape(
+    database_at_head: Callable[..., URL], tmp_path: Path
+) -> None:
+    """Under a pre-fork server each worker writes its samples to PROMETHEUS_MULTIPROC_DIR;
+    /metrics (metrics_registry) then reports the sum of every worker."""
+    import os
+    import subprocess
+    import sys
+
+    from db_kit.testing import url_string
+
+    url = url_string(database_at_head(core_db.CONFIG))
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    for count in (3, 4):  # two "workers", one after the other
+        subprocess.run(
+            [sys.executable, "-c", WORKER, url, str(count)], env=env, check=True, timeout=120
+        )
+    scrape = subprocess.run(
+        [sys.executable, "-c", SCRAPE], env=env, check=True, timeout=60,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    # 7 SELECTs plus each worker's first-connect queries and pre-pings: all summed.
+    total = metric(scrape.stdout, "db_query_duration_seconds_count", database="core", tenant="-")
+    assert 7 <= total <= 7 + 2 * 4 + 7, scrape.stdout
