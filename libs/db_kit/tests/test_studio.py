@@ -142,6 +142,26 @@ def test_every_table_lists_and_text_columns_search(core_url: URL) -> None:
         assert "other@x.io" not in found
 
 
+def test_credentials_are_not_shown_or_exported(core_url: URL) -> None:
+    run_sql(
+        core_url,
+        "INSERT INTO auth_users (email, password_hash) VALUES ('h@example.com', '$argon2id$SECRET')",
+    )
+    user_id = run_sql(core_url, "SELECT id FROM auth_users WHERE email = 'h@example.com'")[0][0]
+    with serving(build_studio(CONFIG, url=core_url)) as client:
+        listed = client.get("/admin/auth-user/list").text
+        details = client.get(f"/admin/auth-user/details/{user_id}").text
+        exported = client.get("/admin/auth-user/export/csv").text
+        sessions = client.get("/admin/auth-session/list").text
+    assert "h@example.com" in listed
+    assert "h@example.com" in details
+    assert "h@example.com" in exported
+    for page in (listed, details, exported):
+        assert "$argon2id$SECRET" not in page
+        assert "password_hash" not in page
+    assert "token_hash" not in sessions
+
+
 # read-only and --write ---------------------------------------------------------------------
 
 

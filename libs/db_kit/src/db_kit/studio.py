@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import re
 import socket
 import types
 from collections.abc import AsyncIterator, Sequence
@@ -79,19 +80,26 @@ def exposure_warning(host: str) -> str | None:
 # views -----------------------------------------------------------------------------------
 
 
+CREDENTIAL = re.compile(r"password|secret|token", re.IGNORECASE)
+
+
 def model_views(
     base: type[DeclarativeBase], *, writable: bool, category: str | None = None
 ) -> list[type[ModelView]]:
-    """One ``ModelView`` per mapped class of ``base``: every column listed and sortable,
-    text columns searchable; create/edit/delete only when ``writable``."""
+    """One ``ModelView`` per mapped class of ``base``: every column but credentials listed,
+    sortable and exported, text columns searchable; create/edit/delete only when
+    ``writable``."""
     from sqladmin import ModelView
 
     views: list[type[ModelView]] = []
     for mapper in sorted(base.registry.mappers, key=lambda m: m.class_.__name__):
-        columns = [attr.key for attr in mapper.column_attrs]
+        # Credentials (password and token hashes, secrets) are not shown, searched or
+        # exported: a hash on a screen or in a CSV is one step from an offline attack.
+        shown = [attr for attr in mapper.column_attrs if not CREDENTIAL.search(attr.key)]
+        columns = [attr.key for attr in shown]
         searchable = [
             attr.key
-            for attr in mapper.column_attrs
+            for attr in shown
             if len(attr.columns) == 1 and isinstance(attr.columns[0].type, String)
         ]
         table = mapper.tables[0]
@@ -101,6 +109,7 @@ def model_views(
             "column_list": columns,
             "column_details_list": columns,
             "column_sortable_list": columns,
+            "column_export_list": columns,
             "column_searchable_list": searchable,
             "can_create": writable,
             "can_edit": writable,
