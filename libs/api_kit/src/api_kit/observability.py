@@ -108,5 +108,5 @@ def metrics_registry() -> CollectorRegistry:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus text format: db_queries_total, db_query_duration_seconds, ..."""
+    """Prometheus text format: db_query_duration_seconds, db_query_errors_total, ..."""
     return Response(generate_latest(metrics_registry()), media_type=CONTENT_TYPE_LATEST)
