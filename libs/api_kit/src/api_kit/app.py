@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Sequence
+import logging
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
@@ -11,7 +12,9 @@ from api_kit._svcs import svcs
 from api_kit.errors import install_error_handlers
 from api_kit.observability import CorrelationIdMiddleware, configure_logging, metrics
 from db_shared import DATABASE, Database, TenantHealth, Token
-from db_shared.errors import DatabaseError
+from db_shared.errors import ConfigurationError, DatabaseError, DatabaseUnavailableError
+
+log = logging.getLogger(__name__)
 
 Binder = Callable[[svcs.Registry], None]
 
@@ -75,11 +78,14 @@ def create_api(
 
     @app.get("/health/ready", tags=["health"], response_model=None)
     async def ready(registry: svcs.fastapi.DepRegistry) -> JSONResponse:
-        """200 when the bound database answers a ping, 503 (with the reason) when not.
+        """200 when the bound database answers a ping, 503 (with a reason class) when not.
 
         Tenancy: every tenant's database is pinged (database-per-tenant) or every tenant's
         schema checked (schema-per-tenant: present, last migration succeeded); unhealthy
         tenants are listed ("degraded", still 200) and only all of them down makes it 503.
+        The endpoint is anonymous: it answers a status and reason classes
+        (``database_unavailable``, ``migration_failed``...), never hosts, ports, database
+        names or exception text; those go to the log (``api_kit.app``, WARNING).
         """
         async with svcs.Container(registry) as container:
             database: Database = container.get(DATABASE)  # type: ignore[call-overload]
@@ -88,24 +94,52 @@ def create_api(
                 return await _tenants_ready(database)
             await database.ping()
         except DatabaseError as exc:
-            return JSONResponse(
-                {"status": "unavailable", "database": database.name, "reason": str(exc)},
-                status_code=503,
-                headers={"Retry-After": "5"},
-            )
-        return JSONResponse({"status": "ok", "database": database.name})
+            log.warning("not ready: database %s: %s", database.name, exc)
+            return _unavailable({"reason": _error_class(exc)})
+        return JSONResponse({"status": "ok"})
 
     return app
+
+
+def _unavailable(body: Mapping[str, object]) -> JSONResponse:
+    return JSONResponse(
+        {"status": "unavailable", **body}, status_code=503, headers={"Retry-After": "5"}
+    )
+
+
+def _error_class(exc: DatabaseError) -> str:
+    if isinstance(exc, DatabaseUnavailableError):
+        return "database_unavailable"
+    if isinstance(exc, ConfigurationError):
+        return "misconfigured"
+    return "database_error"
+
+
+def tenant_reason_class(reason: str) -> str:
+    """The public class of a tenant's health reason (``TenantHealth.ping_tenants`` text)."""
+    if reason.startswith("schema ") and reason.endswith(" is missing"):
+        return "schema_missing"
+    if reason.startswith("its last migration failed"):
+        return "migration_failed"
+    if reason.startswith("no answer within"):
+        return "timeout"
+    return "database_unavailable"
 
 
 async def _tenants_ready(database: TenantHealth) -> JSONResponse:
     problems = await database.ping_tenants()
     if not problems:  # single-tenant, or no tenant yet
-        return JSONResponse({"status": "ok", "database": database.name})
-    tenants = {slug: reason or "ok" for slug, reason in sorted(problems.items())}
+        return JSONResponse({"status": "ok"})
+    tenants: dict[str, str] = {}
+    for slug, reason in sorted(problems.items()):
+        if reason is None:
+            tenants[slug] = "ok"
+        else:
+            log.warning("not ready: database %s, tenant %s: %s", database.name, slug, reason)
+            tenants[slug] = tenant_reason_class(reason)
     down = [slug for slug, reason in problems.items() if reason is not None]
-    if tenants and len(down) == len(tenants):
-        body = {"status": "unavailable", "database": database.name, "tenants": tenants}
-        return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
-    status = "degraded" if down else "ok"
-    return JSONResponse({"status": status, "database": database.name, "tenants": tenants})
+    if len(down) == len(tenants):
+        classes = set(tenants.values())
+        reason = classes.pop() if len(classes) == 1 else "tenants_unavailable"
+        return _unavailable({"reason": reason, "tenants": tenants})
+    return JSONResponse({"status": "degraded" if down else "ok", "tenants": tenants})
