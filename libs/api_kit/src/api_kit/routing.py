@@ -10,6 +10,7 @@ from starlette.middleware import Middleware
 from api_kit.observability import CorrelationIdMiddleware
 from api_kit.tenancy import (
     DEFAULT_EXEMPT_PATHS,
+    DefaultResolver,
     FirstMatch,
     HeaderResolver,
     HostMapResolver,
@@ -25,14 +26,16 @@ from db_shared.tenancy import Tenant
 class TenantRoutingSettings(BaseSettings):
     """Subclass per app with its own ``env_prefix`` (``MY_API_``, ``BIBIKOS_API_``).
 
-    Resolvers are tried in order: host map, subdomain, header.
+    Resolvers are tried in order: host map, subdomain, header; the default answers only
+    when none of them names a tenant. A header that names an unknown or malformed tenant
+    (or is sent twice) is refused with 404, never served from the default.
     """
 
     model_config = SettingsConfigDict(env_prefix="APP_", extra="ignore")
 
     # {"us": ["app.example.com", "*.us.example.com"], "eu": ["app.example.eu"]}
     tenant_hosts: dict[str, list[str]] = Field(default_factory=dict)
-    # With tenant_hosts: the tenant of a host no pattern matches (None: 404).
+    # The tenant of a request that no host pattern, subdomain or header names (None: 404).
     tenant_default: str | None = None
     # acme.example.com -> acme
     tenant_base_domain: str | None = None
@@ -43,11 +46,14 @@ class TenantRoutingSettings(BaseSettings):
         """The resolver these settings describe; an error naming the variables if none."""
         resolvers: list[TenantResolver] = []
         if self.tenant_hosts:
-            resolvers.append(HostMapResolver(self.tenant_hosts, default=self.tenant_default))
+            # No default here: it would answer before the subdomain and header are asked.
+            resolvers.append(HostMapResolver(self.tenant_hosts))
         if self.tenant_base_domain:
             resolvers.append(SubdomainResolver(self.tenant_base_domain))
         if self.tenant_header:
             resolvers.append(HeaderResolver(self.tenant_header))
+        if self.tenant_default is not None:
+            resolvers.append(DefaultResolver(self.tenant_default))
         if not resolvers:
             prefix = self.model_config.get("env_prefix", "")
             raise ConfigurationError(

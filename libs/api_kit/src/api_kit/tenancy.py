@@ -169,7 +169,8 @@ class SubdomainResolver:
 class HeaderResolver:
     """The slug a trusted proxy or client sends in a header (``X-Tenant`` by default).
 
-    Absent -> ``None``; sent more than once -> ``None`` (ambiguous); any other value is
+    Absent -> ``None``; sent more than once -> ``InvalidTenantError`` (ambiguous: a
+    refusal, so no later resolver or default picks a tenant instead); any other value is
     validated as a slug.
     """
 
@@ -178,9 +179,26 @@ class HeaderResolver:
 
     def resolve(self, scope: Scope) -> Tenant | None:
         values = _header_values(scope, self.name)
-        if len(values) != 1:
+        if not values:
             return None
+        if len(values) > 1:
+            raise InvalidTenantError(
+                values, f"the {self.name.decode()} header was sent more than once"
+            )
         return Tenant(values[0].decode("latin-1"))
+
+
+class DefaultResolver:
+    """The tenant of every request with a well-formed Host; last in a ``FirstMatch`` chain.
+
+    A missing or malformed Host stays unknown, as with ``HostMapResolver(default=...)``.
+    """
+
+    def __init__(self, slug: str) -> None:
+        self.tenant = Tenant(validate_tenant_slug(slug))
+
+    def resolve(self, scope: Scope) -> Tenant | None:
+        return self.tenant if request_host(scope) is not None else None
 
 
 class CallableResolver:
