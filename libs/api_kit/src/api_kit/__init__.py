@@ -6,6 +6,7 @@ from api_kit.errors import ProblemError, install_error_handlers, response_for
 from api_kit.tenancy import (
     CallableResolver,
     CurrentTenantDep,
+    DefaultResolver,
     FirstMatch,
     HeaderResolver,
     HostMapResolver,
@@ -14,17 +15,23 @@ from api_kit.tenancy import (
     TenantResolver,
     get_current_tenant,
 )
+from api_kit.types import AwareDatetime, StrictId, StrictInt4, StrictInt8
 
 __all__ = [
     "MAX_ID",
+    "AwareDatetime",
     "CallableResolver",
     "CurrentTenantDep",
     "DatabaseDep",
+    "DefaultResolver",
     "FirstMatch",
     "HeaderResolver",
     "HostMapResolver",
     "IdPath",
     "ProblemError",
+    "StrictId",
+    "StrictInt4",
+    "StrictInt8",
     "SubdomainResolver",
     "TenantMiddleware",
     "TenantResolver",

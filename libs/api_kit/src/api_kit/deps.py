@@ -7,9 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from api_kit._svcs import svcs
+from api_kit.types import MAX_ID
 from db_shared import DATABASE, Database
-
-MAX_ID = 2**63 - 1  # PostgreSQL bigint
 
 
 async def get_database(request: Request) -> Database:

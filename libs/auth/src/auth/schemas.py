@@ -2,17 +2,45 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+)
 
 
-def _lower(value: str) -> str:
-    return value.lower()
+def normalize_email(value: str) -> str:
+    """The one form an email is stored and looked up in: NFKC, then casefolded.
+
+    fullwidth ``ada@example.com`` (U+FF41...), ``ADA@example.com`` and ``ada@example.com`` are one
+    address, and ``STRAßE@`` is ``strasse@``. NFKC again after casefolding (which can
+    denormalise) and ``lower`` at the end (casefolding maps a few scripts, e.g. Cherokee, to
+    upper case) make the result stable and satisfy the table's ``email = lower(email)``.
+    """
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", value).casefold())
+    return folded.lower()
 
 
-Email = Annotated[EmailStr, Field(max_length=320), AfterValidator(_lower)]
+def _normalize_input(value: Any) -> Any:
+    return normalize_email(value) if isinstance(value, str) else value
+
+
+# Normalised before the syntax check (so compatibility forms of "@" or "." are seen as
+# such) and again after it (the validator re-encodes the domain).
+Email = Annotated[
+    EmailStr,
+    BeforeValidator(_normalize_input),
+    Field(max_length=320),
+    AfterValidator(normalize_email),
+]
 Password = Annotated[str, Field(min_length=8, max_length=128)]
 Username = Annotated[
     str, StringConstraints(min_length=3, max_length=50, pattern=r"^[A-Za-z0-9_.-]+$")

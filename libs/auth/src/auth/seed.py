@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from auth.schemas import normalize_email
 from auth.tables import AuthUserTable, RoleTable, UserRoleTable
 
 ROLES = {"admin": "Full access, including contact messages", "user": "A signed-up user"}
@@ -29,7 +30,7 @@ def seed_auth(
         .values([{"name": n, "description": d} for n, d in ROLES.items()])
         .on_conflict_do_nothing(index_elements=["name"])
     )
-    email = os.environ.get(ADMIN_EMAIL_VARIABLE, "").strip().lower()
+    email = normalize_email(os.environ.get(ADMIN_EMAIL_VARIABLE, "").strip())
     if not email:
         return None
     user_id = session.scalar(select(user.id).where(user.email == email))

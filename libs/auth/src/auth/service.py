@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_kit import ProblemError
 from auth.passwords import hash_password, verify_password
+from auth.schemas import normalize_email
 from auth.tables import (
     AuthSessionTable,
     AuthUserTable,
@@ -66,7 +67,9 @@ class AuthService:
         password_hash = await hash_password(password)
 
         async def work(s: AsyncSession) -> CurrentUser:
-            user = self.User(email=email.lower(), username=username, password_hash=password_hash)
+            user = self.User(
+                email=normalize_email(email), username=username, password_hash=password_hash
+            )
             s.add(user)
             await s.flush()
             await self._grant(s, user.id, DEFAULT_ROLE)
@@ -76,7 +79,9 @@ class AuthService:
 
     async def login(self, email: str, password: str) -> IssuedToken:
         async with self.db.session() as s:
-            user = await s.scalar(select(self.User).where(self.User.email == email.lower()))
+            user = await s.scalar(
+                select(self.User).where(self.User.email == normalize_email(email))
+            )
         valid = await verify_password(password, user.password_hash if user else None)
         if user is None or not valid or not user.is_active:
             raise ProblemError(401, "invalid_credentials", "Wrong email or password.")

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from api_kit import MAX_ID
+from api_kit import StrictId
 from api_kit.pagination import Page
 
 MAX_RECIPIENTS = 10_000
@@ -28,7 +28,7 @@ def _strict_json(value: dict[str, Any] | None) -> dict[str, Any] | None:
     return value
 
 
-UserId = Annotated[int, Field(strict=True, ge=1, le=MAX_ID)]
+UserId = StrictId
 NotificationType = Annotated[
     str, StringConstraints(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9_.:-]+$")
 ]

@@ -10,15 +10,15 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from api_kit import MAX_ID
+from api_kit import StrictId, StrictInt8
 from payments.tables import PriceInterval
 
 MAX_AMOUNT_MINOR = 10**12
 
 # strict: JSON 10 only; "10", 10.0 and true are refused rather than coerced.
-AmountMinor = Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT_MINOR)]
+AmountMinor = Annotated[StrictInt8, Field(ge=0, le=MAX_AMOUNT_MINOR)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-Id = Annotated[int, Field(strict=True, ge=1, le=MAX_ID)]
+Id = StrictId
 ProductCode = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")
 ]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, status
-from pydantic import AwareDatetime
+from fastapi import APIRouter, Depends, Query, Response, status
 
-from api_kit import DatabaseDep, IdPath, ProblemError
+from api_kit import AwareDatetime, DatabaseDep, IdPath, ProblemError
 from api_kit.pagination import Limit, Offset, Page
 from auth.dependencies import AdminDep, CurrentUserDep
 from bibikos_api.gym.schemas import BookingOut, ClassIn, ClassOut, MemberOut, MembershipIn
@@ -74,6 +73,17 @@ async def list_classes(
 @router.get("/classes/{class_id}")
 async def get_class(class_id: IdPath, service: GymServiceDep) -> ClassOut:
     return await service.get_class(class_id)
+
+
+@router.delete(
+    "/classes/{class_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={404: {"description": "No such class (``class_not_found``)"}},
+)
+async def delete_class(class_id: IdPath, admin: AdminDep, service: GymServiceDep) -> Response:
+    """Admins only: delete a class; its bookings (booked or cancelled) are deleted with it."""
+    await service.delete_class(class_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 # bookings ------------------------------------------------------------------------------

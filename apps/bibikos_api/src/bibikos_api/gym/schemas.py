@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from api_kit import AwareDatetime, StrictInt4
 from bibikos_db.models import BookingStatus, MembershipType
 
 MAX_CAPACITY = 1000
@@ -45,7 +46,7 @@ class ClassIn(Strict):
     instructor: Name | None = None
     starts_at: AwareDatetime
     ends_at: AwareDatetime
-    capacity: Annotated[int, Field(ge=1, le=MAX_CAPACITY)]
+    capacity: Annotated[StrictInt4, Field(ge=1, le=MAX_CAPACITY)]
 
     @model_validator(mode="after")
     def _ends_after_start(self) -> Self:

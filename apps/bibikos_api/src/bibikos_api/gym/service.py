@@ -9,12 +9,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_kit import ProblemError
 from api_kit.pagination import Page
+from api_kit.types import MAX_DATETIME
 from auth.service import CurrentUser
 from bibikos_api.gym.schemas import BookingOut, ClassIn, ClassOut, MemberOut
 from bibikos_db.models import (
@@ -159,13 +160,32 @@ class GymService:
         self, *, start: datetime | None, end: datetime | None, limit: int
     ) -> list[ClassOut]:
         """Classes starting in [start, end), by start time; ``start`` defaults to now."""
-        query = _classes_with_counts().where(GymClass.starts_at >= (start or datetime.now(UTC)))
+        query = _classes_with_counts().where(
+            GymClass.starts_at >= (start or datetime.now(UTC)),
+            # Rows written before input was bounded (year 10000 in UTC) cannot be loaded:
+            # leave them out so one such row does not break the timetable for everyone.
+            GymClass.ends_at <= MAX_DATETIME,
+        )
         if end is not None:
             query = query.where(GymClass.starts_at < end)
         query = query.order_by(GymClass.starts_at, GymClass.id).limit(limit)
         async with self.db.session() as s:
             rows = await s.execute(query)
             return [_class_out(gym_class, booked) for gym_class, booked in rows]
+
+    async def delete_class(self, class_id: int) -> None:
+        """Delete a class with its bookings (``ON DELETE CASCADE``), booked or cancelled.
+
+        An admin deleting a class means it will not take place, so its bookings go with it
+        rather than blocking the delete; a booking in flight finishes first (it holds the
+        class row), then goes too.
+        """
+        async with self.db.session() as s:
+            deleted = await s.scalar(
+                delete(GymClass).where(GymClass.id == class_id).returning(GymClass.id)
+            )
+        if deleted is None:
+            raise _class_not_found(class_id)
 
     # bookings ------------------------------------------------------------------------
 
