@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -152,13 +153,11 @@ SECRET = "whsec-test-1"
 
 
 def signed(event: dict[str, object], secret: str = SECRET) -> tuple[bytes, dict[str, str]]:
-    from auth.webhooks import signature
+    from auth.webhooks import sign
 
     body = json.dumps(event).encode()
-    return body, {
-        "X-Webhook-Signature": signature(secret, body),
-        "content-type": "application/json",
-    }
+    headers = sign(secret, str(event.get("id", "evt")), int(time.time()), body)
+    return body, {**headers, "content-type": "application/json"}
 
 
 def event(
@@ -188,6 +187,16 @@ def users(url: URL, schema: str) -> list[tuple[object, ...]]:
         engine.dispose()
 
 
+def count_events(url: URL, schema: str) -> int:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            query = text(f"SELECT count(*) FROM {schema}.auth_webhook_events")
+            return int(conn.execute(query).scalar_one())
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture
 def webhook_secret(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AUTH_WEBHOOK_SECRET", SECRET)
@@ -205,7 +214,9 @@ def test_identity_events_upsert_idempotently_into_their_tenant(
     assert users(tenants_url, "tenant_globex") == []
 
     # A replay changes nothing, not even updated_at.
-    assert httpx.post(url, content=body, headers=headers).status_code == 200
+    replay = httpx.post(url, content=body, headers=headers)
+    assert replay.status_code == 200
+    assert replay.json()["status"] == "duplicate"
     assert users(tenants_url, "tenant_acme") == first
 
     body, headers = signed(event("updated", email="new@example.com"))
@@ -216,12 +227,20 @@ def test_identity_events_upsert_idempotently_into_their_tenant(
     for _ in range(2):
         assert httpx.post(url, content=body, headers=headers).status_code == 200
     assert [r[2] for r in users(tenants_url, "tenant_acme")] == [False]
+    # Each tenant remembers the event ids it received; globex received none.
+    assert count_events(tenants_url, "tenant_acme") == 3
+    assert count_events(tenants_url, "tenant_globex") == 0
+
+    # The same event id in another tenant is that tenant's first delivery.
+    body, headers = signed(event("created", tenant="globex"))
+    assert httpx.post(url, content=body, headers=headers).json()["status"] == "applied"
+    assert [r[0] for r in users(tenants_url, "tenant_globex")] == ["ext@example.com"]
 
 
 def test_identity_webhook_refusals(base: str, tenants_url: URL, webhook_secret: str) -> None:
     url = f"{base}/auth/webhooks/identity"
     body, headers = signed(event("created"))
-    bad = {**headers, "X-Webhook-Signature": "sha256=" + "0" * 64}
+    bad = {**headers, "webhook-signature": "v1," + "A" * 44}
     assert httpx.post(url, content=body, headers=bad).status_code == 401
     wrong_secret = signed(event("created"), secret="another")[1]
     assert httpx.post(url, content=body, headers=wrong_secret).status_code == 401

@@ -20,6 +20,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Identity,
+    Index,
     String,
     Text,
     UniqueConstraint,
@@ -165,6 +166,38 @@ class AuthSessionTable(TableMixin):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class WebhookEventTable(TableMixin):
+    """An identity event this tenant received, by the sender's event id.
+
+    A replay of an id already here changes nothing. The newest applied event of an external
+    user is its sync state: an event older than it is recorded (``applied`` false) and
+    ignored, so a late or replayed ``identity.created`` never undoes an ``identity.deleted``.
+    """
+
+    __tablename__ = "auth_webhook_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    # The sender's id (Standard Webhooks ``webhook-id``), unique in the tenant.
+    event_id: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
+    event_type: Mapped[str] = mapped_column(String(50), nullable=False)
+    # The external identity the event is about (``auth_providers`` has no row for it until
+    # it is created, and keeps none if the first event is a delete).
+    provider: Mapped[str] = mapped_column(String(50), nullable=False)
+    provider_user_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    # When the event happened at the sender: its ``occurred_at``, else the signed timestamp.
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # False: older than the state already applied, so it was ignored.
+    applied: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[Any, ...]:
+        # The newest event of an external user, in one index lookup.
+        return (Index(None, "provider", "provider_user_id", "occurred_at"),)
+
+
 __all__ = [
     "AuthSessionTable",
     "AuthUserTable",
@@ -172,4 +205,5 @@ __all__ = [
     "RoleTable",
     "UserProfileTable",
     "UserRoleTable",
+    "WebhookEventTable",
 ]

@@ -9,6 +9,7 @@ from auth.tables import (
     RoleTable,
     UserProfileTable,
     UserRoleTable,
+    WebhookEventTable,
 )
 from core_db.models.base import Base
 
@@ -34,4 +35,8 @@ class UserRole(UserRoleTable, Base):
 
 
 class AuthSession(AuthSessionTable, Base):
+    pass
+
+
+class WebhookEvent(WebhookEventTable, Base):
     pass
