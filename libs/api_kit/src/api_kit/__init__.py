@@ -1,7 +1,7 @@
 """FastAPI glue shared by feature modules and apps (no engines, no db libs)."""
 
 from api_kit.app import bind_database, create_api
-from api_kit.deps import MAX_ID, DatabaseDep, IdPath, get_database
+from api_kit.deps import DatabaseDep, IdPath, get_database
 from api_kit.errors import ProblemError, install_error_handlers, response_for
 from api_kit.tenancy import (
     CallableResolver,
@@ -15,7 +15,7 @@ from api_kit.tenancy import (
     TenantResolver,
     get_current_tenant,
 )
-from api_kit.types import AwareDatetime, StrictId, StrictInt4, StrictInt8
+from api_kit.types import MAX_ID, AwareDatetime, StrictId, StrictInt4, StrictInt8
 
 __all__ = [
     "MAX_ID",

@@ -7,7 +7,7 @@ from typing import Annotated, Generic, TypeVar
 from fastapi import Query
 from pydantic import BaseModel
 
-from api_kit.deps import MAX_ID
+from api_kit.types import MAX_ID
 
 T = TypeVar("T")
 
