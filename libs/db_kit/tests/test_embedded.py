@@ -1,7 +1,14 @@
-"""The embedded development server: started once, reused across commands, stoppable."""
+"""The embedded development server: started once, reused across commands, stoppable, and
+always on the same port for its data folder."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,16 +18,25 @@ from sqlalchemy.engine import make_url
 
 from core_db import CoreSettings
 from db_kit.embedded import EmbeddedPostgres
+from db_shared import ConfigurationError
 
 
 @pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DB_WORKSPACE_ROOT", str(tmp_path))
+def workspace(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    # Not under pytest's basetemp: as root the server runs as another user and needs to
+    # traverse the folders above its data, and a concurrent pytest run makes
+    # /tmp/pytest-of-root private again (mode 0700) while the server runs.
+    root = Path(tempfile.mkdtemp(prefix="db_kit_embedded_"))
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("DB_WORKSPACE_ROOT", str(root))
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.setenv("ENVIRONMENT", "development")
-    yield tmp_path
-    EmbeddedPostgres(tmp_path / ".data" / "postgres").destroy()
+    try:
+        yield root
+    finally:
+        for pgdata in list(root.rglob("pgdata")):
+            EmbeddedPostgres(pgdata.parent).destroy()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _databases(url: str) -> set[str]:
@@ -53,3 +69,68 @@ def test_relative_data_dir_stop_and_restart_keep_data(workspace: Path) -> None:
     assert make_url(url).database == "kept"
     server.destroy()
     assert not (workspace / "rel" / "pg").exists()
+
+
+# --- a stable port per data folder (issue 9, point 8) ------------------------------------
+
+
+def test_a_restarted_server_listens_on_the_same_port(workspace: Path) -> None:
+    server = EmbeddedPostgres(workspace / "pg")
+    port = server.start()
+    assert server.saved_port() == port
+    assert server.port_file.read_text().strip() == str(port)
+    server.stop()
+    assert server.running_port() is None
+    # Another process (a new handle) restarting it: the URL an app holds is still right.
+    again = EmbeddedPostgres(workspace / "pg")
+    assert again.start() == port
+    assert again.url("postgres").endswith(f"@127.0.0.1:{port}/postgres")
+    again.destroy()
+
+
+def test_a_taken_port_is_refused_naming_the_port_and_the_file(workspace: Path) -> None:
+    server = EmbeddedPostgres(workspace / "pg")
+    port = server.start()
+    server.stop()
+    squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        with pytest.raises(ConfigurationError) as info:
+            server.start()
+        message = str(info.value)
+        assert str(port) in message
+        assert str(server.port_file) in message
+        assert server.saved_port() == port  # never moved silently
+    finally:
+        squatter.close()
+    assert server.start() == port
+    server.destroy()
+
+
+def test_status_shows_the_embedded_servers_url(workspace: Path) -> None:
+    settings = CoreSettings.load()
+    assert "not started yet" in settings.safe_url()
+    port = settings.resolved_url().port
+    assert settings.safe_url() == (
+        f"postgresql+psycopg://postgres@127.0.0.1:{port}/core (embedded PostgreSQL in "
+        ".data/postgres)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "db"), "core", "status"],
+        cwd=workspace,
+        env={**env, "ENVIRONMENT": "development", "DB_WORKSPACE_ROOT": str(workspace)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 3, result.stdout + result.stderr  # 3: revisions pending
+    first = result.stdout.splitlines()[0]
+    assert first.startswith(f"core at postgresql+psycopg://postgres@127.0.0.1:{port}/core"), first
+
+    EmbeddedPostgres(workspace / ".data" / "postgres").stop()
+    assert settings.safe_url() == (
+        f"postgresql+psycopg://postgres@127.0.0.1:{port}/core (embedded PostgreSQL in "
+        ".data/postgres, not running)"
+    )

@@ -7,6 +7,9 @@ speak TCP) and so the lifecycle fits two uses:
 * development: data under ``.data/postgres``, started once and reused by every command;
 * tests: a throwaway cluster in a temporary folder, stopped when the test run ends.
 
+The port is chosen once per data folder and kept in ``<data_dir>/port``: a restarted
+server listens where it did before, so an app running on it reconnects by itself.
+
 PostgreSQL refuses to run as root; as root the server runs as an unprivileged system user.
 """
 
@@ -49,6 +52,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _port_is_free(port: int) -> bool:
+    """Whether a server could listen on 127.0.0.1:``port`` now (PostgreSQL sets
+    SO_REUSEADDR too, so connections in TIME_WAIT do not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _port_answers(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         return True
@@ -73,9 +88,24 @@ class EmbeddedPostgres:
     def logfile(self) -> Path:
         return self.data_dir / "postgres.log"
 
-    def url(self, database: str = "postgres") -> str:
-        """A psycopg URL for ``database`` as the superuser (trust auth on loopback only)."""
-        port = self.running_port()
+    @property
+    def port_file(self) -> Path:
+        """Where the cluster's port is kept between starts."""
+        return self.data_dir / "port"
+
+    def saved_port(self) -> int | None:
+        """The port this cluster listens on whenever it runs (None before its first start)."""
+        try:
+            port = int(self.port_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return port if 0 < port < 65536 else None
+
+    def url(self, database: str = "postgres", *, port: int | None = None) -> str:
+        """A psycopg URL for ``database`` as the superuser (trust auth on loopback only);
+        ``port`` names it without asking the server (default: the running server's)."""
+        if port is None:
+            port = self.running_port()
         if port is None:
             raise ConfigurationError(f"The embedded PostgreSQL in {self.data_dir} is not running.")
         return f"postgresql+psycopg://{SUPERUSER}@127.0.0.1:{port}/{database}"
@@ -106,7 +136,9 @@ class EmbeddedPostgres:
     def start(self, port: int | None = None) -> int:
         """Initialise the cluster if needed and start it unless it already runs.
 
-        Safe to call from many processes at once: a file lock serialises start-up.
+        The port is ``port`` if given, else the one saved by an earlier start, else a free
+        one; it is saved for the next start. Safe to call from many processes at once: a
+        file lock serialises start-up.
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self._lock():
@@ -114,7 +146,7 @@ class EmbeddedPostgres:
             if running is not None:
                 return running
             self._initdb()
-            chosen = port or _free_port()
+            chosen = self._choose_port(port)
             cmd = [
                 str(_bin_dir() / "pg_ctl"),
                 "-D",
@@ -135,8 +167,29 @@ class EmbeddedPostgres:
                     f"The embedded PostgreSQL in {self.data_dir} did not start "
                     f"(pg_ctl exit {result.returncode}).\n{result.stderr.strip()}\n{tail}"
                 )
-            log.info("embedded PostgreSQL started on 127.0.0.1:%s (%s)", chosen, self.data_dir)
+            self.port_file.write_text(f"{chosen}\n")
+            log.info("embedded PostgreSQL started: %s (%s)", self.url(port=chosen), self.data_dir)
             return chosen
+
+    def _choose_port(self, port: int | None) -> int:
+        saved = self.saved_port()
+        chosen = port or saved or _free_port()
+        if _port_is_free(chosen):
+            return chosen
+        if port is not None:
+            raise ConfigurationError(
+                f"The embedded PostgreSQL in {self.data_dir} cannot listen on port {port}: "
+                "something else listens on 127.0.0.1 there. Choose another port."
+            )
+        # Never move silently: an app running on this server keeps its URL and would
+        # otherwise never find the server again (or find another one on the old port).
+        raise ConfigurationError(
+            f"The embedded PostgreSQL in {self.data_dir} listens on port {chosen} (kept in "
+            f"{self.port_file} so apps reconnect after a restart), but something else "
+            f"listens on 127.0.0.1:{chosen} now. Stop that program, or delete "
+            f"{self.port_file} to let the next start choose a new port (then restart the "
+            "apps that used the old one)."
+        )
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server if it runs (``fast`` rolls back open transactions)."""
