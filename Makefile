@@ -8,6 +8,14 @@ RUN := $(UV) run --frozen
 DATABASES = $(shell $(RUN) db list 2>/dev/null | cut -f1)
 m ?=
 
+# Settings treat an unset ENVIRONMENT as production (a URL required, no embedded server,
+# development commands refused). The developer's targets below choose development
+# explicitly, by prefixing $(DEV), unless ENVIRONMENT / APP_ENV is already set in the
+# environment, on the make command line or in .env. Deploys (db-%-deploy, migrate-remote)
+# and the tests (the pytest plugin sets ENVIRONMENT=test) never get it.
+ENV_CHOSEN := $(strip $(ENVIRONMENT)$(APP_ENV)$(shell grep -isE '^[[:space:]]*(export[[:space:]]+)?(ENVIRONMENT|APP_ENV)[[:space:]]*=' .env 2>/dev/null))
+DEV := $(if $(ENV_CHOSEN),,ENVIRONMENT=development)
+
 .PHONY: help bootstrap install run run-bibikos migrate-all migrate-remote test lint format typecheck pytest clean-data db-list
 
 help: ## List the targets
@@ -25,18 +33,18 @@ install: bootstrap ## Create .venv with every workspace member and dev tool (uv.
 	@UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --all-packages
 
 run: install ## my_api on http://127.0.0.1:8000 (docs at /docs), core database migrated and seeded
-	@$(RUN) db core migrate
-	@$(RUN) db core seed
-	@$(RUN) uvicorn my_api.main:app --host 127.0.0.1 --port $(or $(PORT),8000)
+	@$(DEV) $(RUN) db core migrate
+	@$(DEV) $(RUN) db core seed
+	@$(DEV) $(RUN) uvicorn my_api.main:app --host 127.0.0.1 --port $(or $(PORT),8000)
 
 run-bibikos: install ## bibikos_api on http://127.0.0.1:8001, bibikos database migrated and seeded
-	@$(RUN) db bibikos migrate
-	@$(RUN) db bibikos seed
-	@$(RUN) uvicorn bibikos_api.main:app --host 127.0.0.1 --port $(or $(PORT),8001)
+	@$(DEV) $(RUN) db bibikos migrate
+	@$(DEV) $(RUN) db bibikos seed
+	@$(DEV) $(RUN) uvicorn bibikos_api.main:app --host 127.0.0.1 --port $(or $(PORT),8001)
 
 migrate-all: install ## Migrate every database (embedded PostgreSQL unless URLs are set) and print status
-	@for db in $(DATABASES); do $(RUN) db $$db migrate || exit 1; done
-	@for db in $(DATABASES); do $(RUN) db $$db status || exit 1; done
+	@for db in $(DATABASES); do $(DEV) $(RUN) db $$db migrate || exit 1; done
+	@for db in $(DATABASES); do $(DEV) $(RUN) db $$db status || exit 1; done
 
 migrate-remote: install ## Deploy MIGRATE_DATABASES to the URLs set (what run_migrations' container runs)
 	@$(RUN) python run_migrations/entrypoint.py $(dbs)
@@ -62,38 +70,38 @@ db-list: install ## The databases the db CLI knows
 
 db-%-generate: install ## Autogenerate a revision: make db-core-generate m="add column"
 	@test -n "$(m)" || { echo 'usage: make $@ m="message"'; exit 2; }
-	@$(RUN) db $* generate -m "$(m)"
+	@$(DEV) $(RUN) db $* generate -m "$(m)"
 
 db-%-create: install ## An empty revision to write by hand: make db-core-create m="..."
 	@test -n "$(m)" || { echo 'usage: make $@ m="message"'; exit 2; }
-	@$(RUN) db $* create -m "$(m)"
+	@$(DEV) $(RUN) db $* create -m "$(m)"
 
 db-%-migrate: install ## Development: upgrade to head
-	@$(RUN) db $* migrate
+	@$(DEV) $(RUN) db $* migrate
 
-db-%-deploy: install ## Production: upgrade to head, refuse on drift
+db-%-deploy: install ## Production: upgrade to head, refuse on drift (never chooses development)
 	@$(RUN) db $* deploy
 
 db-%-status: install ## Current vs head, pending revisions, drift
-	@$(RUN) db $* status
+	@$(DEV) $(RUN) db $* status
 
 db-%-history: install ## Every revision
-	@$(RUN) db $* history
+	@$(DEV) $(RUN) db $* history
 
 db-%-downgrade: install ## Development: downgrade, make db-core-downgrade rev=-1
-	@$(RUN) db $* downgrade "$(or $(rev),-1)"
+	@$(DEV) $(RUN) db $* downgrade "$(or $(rev),-1)"
 
 db-%-reset: install ## Development: drop and rebuild (asks)
-	@$(RUN) db $* reset
+	@$(DEV) $(RUN) db $* reset
 
 db-%-push: install ## Development: apply model changes without a revision
-	@$(RUN) db $* push
+	@$(DEV) $(RUN) db $* push
 
 db-%-seed: install ## Development seed data
-	@$(RUN) db $* seed
+	@$(DEV) $(RUN) db $* seed
 
 db-%-studio: install ## Web UI over the tables on 127.0.0.1:5555, read-only: tenant=acme write=1 port=5556
-	@$(RUN) db $* studio $(if $(tenant),--tenant "$(tenant)") $(if $(write),--write) $(if $(port),--port "$(port)") $(if $(host),--host "$(host)")
+	@$(DEV) $(RUN) db $* studio $(if $(tenant),--tenant "$(tenant)") $(if $(write),--write) $(if $(port),--port "$(port)") $(if $(host),--host "$(host)")
 
 clean-data: ## Stop the embedded PostgreSQL and delete .data/
 	@if [ -d .data/postgres/pgdata ]; then $(RUN) python -c "from db_kit.embedded import EmbeddedPostgres; from pathlib import Path; EmbeddedPostgres(Path('.data/postgres')).stop()"; fi

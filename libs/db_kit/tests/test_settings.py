@@ -75,18 +75,35 @@ def test_no_url_in_production_is_an_error(
     assert "production" in message
 
 
-@pytest.mark.parametrize("environment", [None, "development", "test"])
-def test_no_url_outside_production_means_the_embedded_server(
-    dotenv: Path, monkeypatch: pytest.MonkeyPatch, environment: str | None
+@pytest.mark.parametrize(("settings_class", "variable"), SETTINGS)
+@pytest.mark.parametrize("environment", [None, "test"], ids=["unset", "test"])
+def test_no_url_outside_development_is_an_error(
+    dotenv: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    settings_class: type[DatabaseSettings],
+    variable: str,
+    environment: str | None,
 ) -> None:
     if environment is not None:
         monkeypatch.setenv("ENVIRONMENT", environment)
+    message = load_error(settings_class)
+    assert_clear(message, variable, dotenv, secret=None)
+    assert "ENVIRONMENT=development" in message  # how to choose development
+    assert ("unset, which means production" in message) == (environment is None)
+
+
+def test_no_url_in_development_means_the_embedded_server(
+    dotenv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "development")
     settings = CoreSettings.load()
     # Only validated_url(): resolved_url() would start a development server under .data.
     assert settings.validated_url() is None
+    assert settings.is_development
     assert not settings.is_production
     assert "embedded PostgreSQL" in settings.safe_url()
     assert not dotenv.exists()
+    assert not (dotenv.parent / ".data").exists()  # safe_url() never starts the server
 
 
 # --- malformed URL ------------------------------------------------------------------------
@@ -205,7 +222,8 @@ def test_placeholder_password_is_refused_only_in_production(
 
 def test_url_from_the_dotenv_file_is_read_and_normalised(dotenv: Path) -> None:
     dotenv.write_text(
-        "# written by the test\nBIBIKOS_DATABASE_URL=postgresql://u:pw@db.internal:6543/gym\n",
+        "# written by the test\nBIBIKOS_DATABASE_URL=postgresql://u:pw@db.internal:6543/gym\n"
+        "ENVIRONMENT=development\n",
         encoding="utf-8",
     )
     settings = BibikosSettings.load()
@@ -249,6 +267,7 @@ def test_dotenv_outside_the_workspace_root_is_ignored(
     elsewhere.mkdir()
     (elsewhere / ".env").write_text("DATABASE_URL=postgresql://u:pw@h/db\n", encoding="utf-8")
     monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("ENVIRONMENT", "development")
     assert CoreSettings.load().validated_url() is None
 
 
@@ -304,6 +323,7 @@ def test_invalid_pool_setting_is_an_error(
 def test_pool_settings_are_read_with_the_db_lib_prefix(
     dotenv: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "development")
     monkeypatch.setenv("CORE_DB_POOL_SIZE", "7")
     monkeypatch.setenv("BIBIKOS_DB_POOL_SIZE", "3")
     assert CoreSettings.load().pool_size == 7

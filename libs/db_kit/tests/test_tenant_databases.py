@@ -209,6 +209,8 @@ def acme_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPa
     for name in list(os.environ):
         if name.startswith(("ACME_", "ENVIRONMENT")):
             monkeypatch.delenv(name)
+    # Unset means production, where the main ACME_DATABASE_URL would be required.
+    monkeypatch.setenv("ENVIRONMENT", "development")
     return monkeypatch
 
 

@@ -64,7 +64,10 @@ def engine_kwargs(
     kwargs: dict[str, Any] = {
         "connect_args": connect_args(settings, prepare=prepare, cursor_factory=cursor_factory),
         "echo": settings.echo,
-        "hide_parameters": settings.environment is Environment.PRODUCTION,
+        # Bound parameters carry password hashes, token digests and emails: kept out of the
+        # statement log, echo and exception text ("[SQL parameters hidden ...]") in every
+        # environment unless <PREFIX>LOG_SQL_PARAMETERS opts in.
+        "hide_parameters": not settings.log_sql_parameters,
     }
     if pooled:
         kwargs.update(
@@ -165,7 +168,8 @@ _SQL_LOG_LEVEL = {
 
 
 def configure_logging(settings: DatabaseSettings) -> None:
-    """Logging by environment: queries in development, errors only in production."""
+    """Logging by environment: queries in development, errors only in production (and
+    when ENVIRONMENT is unset). Never parameters: see ``engine_kwargs``."""
     logging.getLogger("sqlalchemy.engine.Engine").setLevel(_SQL_LOG_LEVEL[settings.environment])
     logging.getLogger("sqlalchemy.pool").setLevel(
         logging.WARNING if settings.environment is not Environment.PRODUCTION else logging.ERROR

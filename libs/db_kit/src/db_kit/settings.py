@@ -81,8 +81,11 @@ class DatabaseSettings(BaseSettings):
     embedded_database: ClassVar[str] = "app"
 
     url: str | None = Field(default=None, repr=False)
+    # Unset means production: a URL is required, no embedded server, errors-only SQL log,
+    # development commands refused. Development is chosen explicitly (the Makefile's
+    # developer targets, or ENVIRONMENT=development in the environment or .env).
     environment: Environment = Field(
-        default=Environment.DEVELOPMENT,
+        default=Environment.PRODUCTION,
         validation_alias=AliasChoices("ENVIRONMENT", "APP_ENV"),
     )
     pool_size: int = Field(default=5, ge=1, le=1000)
@@ -96,6 +99,9 @@ class DatabaseSettings(BaseSettings):
     # statements and no `options` startup parameter (set statement_timeout on the role).
     pgbouncer: bool = False
     echo_sql: bool = False
+    # Bound parameters (password hashes, token digests, emails) in statement logs, echo
+    # and exception text: never, in any environment, unless this is set.
+    log_sql_parameters: bool = False
     application_name: str = "data-layer"
     # Route every session to the current tenant (schema-per-tenant databases only).
     multi_tenant: bool = False
@@ -141,6 +147,11 @@ class DatabaseSettings(BaseSettings):
         return self.environment is Environment.PRODUCTION
 
     @property
+    def is_development(self) -> bool:
+        """Only an explicit ``ENVIRONMENT=development`` may use the embedded server."""
+        return self.environment is Environment.DEVELOPMENT
+
+    @property
     def echo(self) -> bool:
         """Print every statement to stdout (SQLAlchemy's own handler); off unless asked."""
         return bool(self.echo_sql)
@@ -161,9 +172,19 @@ class DatabaseSettings(BaseSettings):
             )
 
         if self.url is None or not self.url.strip():
-            if self.is_production:
-                raise problem("is not set and ENVIRONMENT=production (no embedded server there)")
-            return None
+            if self.is_development:
+                return None
+            chosen = (
+                f"ENVIRONMENT={self.environment.value}"
+                if "environment" in self.model_fields_set
+                else "ENVIRONMENT is unset, which means production"
+            )
+            raise ConfigurationError(
+                f"{variable} is not set and {chosen}; the embedded PostgreSQL is for "
+                f"development only, so none is started. Set {variable} in the environment "
+                f"or in {dotenv_path()}, e.g. {example}; or choose development explicitly "
+                "with ENVIRONMENT=development (the Makefile's developer targets do)."
+            )
         try:
             url = make_url(self.url.strip())
         except (ArgumentError, ValueError):
@@ -181,18 +202,36 @@ class DatabaseSettings(BaseSettings):
         return url.set(drivername=DRIVER)
 
     def resolved_url(self) -> URL:
-        """The URL to connect to, starting the embedded development server when unset."""
+        """The URL to connect to, starting the embedded server when unset (development only:
+        ``validated_url`` refuses a missing URL in any other environment)."""
         url = self.validated_url()
         if url is not None:
             return url
+        if not self.is_development:  # pragma: no cover - validated_url raised already
+            raise ConfigurationError(f"{self.url_variable} is not set")
         from db_kit.embedded import EmbeddedPostgres
 
         server = EmbeddedPostgres(workspace_root() / self.embedded_data_dir)
         return make_url(server.ensure_database(self.embedded_database))
 
     def safe_url(self) -> str:
-        """The URL for messages and logs, password masked."""
+        """The URL for messages and logs, password masked.
+
+        With the embedded server: its actual URL (the port is stable per data folder) and
+        where its data lives; never starts it.
+        """
         url = self.validated_url()
-        if url is None:
-            return f"embedded PostgreSQL ({self.embedded_data_dir}/{self.embedded_database})"
-        return url.render_as_string(hide_password=True)
+        if url is not None:
+            return url.render_as_string(hide_password=True)
+        from db_kit.embedded import EmbeddedPostgres
+
+        server = EmbeddedPostgres(workspace_root() / self.embedded_data_dir)
+        where = f"embedded PostgreSQL in {self.embedded_data_dir}"
+        port = server.running_port()
+        if port is not None:
+            return f"{server.url(self.embedded_database)} ({where})"
+        port = server.saved_port()
+        if port is not None:
+            shown = server.url(self.embedded_database, port=port)
+            return f"{shown} ({where}, not running)"
+        return f"{where}, database {self.embedded_database} (not started yet)"

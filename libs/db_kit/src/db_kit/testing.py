@@ -6,9 +6,10 @@ Server, in order of preference:
 2. testcontainers, when a Docker engine answers;
 3. the embedded PostgreSQL wheel, in a temporary folder, stopped when the run ends.
 
-Each run creates its own databases on that server; at start every installed database
-library's URL variable is pointed at a run-specific database so nothing falls through to
-``.data/`` or to a URL in ``.env``.
+Each run creates its own databases on that server; at start (before test modules are
+imported) every installed database library's URL variable is pointed at a run-specific
+database so nothing falls through to ``.data/`` or to a URL in ``.env``, and
+``ENVIRONMENT`` is ``test`` unless set (settings default to production).
 """
 
 from __future__ import annotations
@@ -139,32 +140,49 @@ def _installed_databases() -> dict[str, object]:
     return dict(discover())
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """The run's PostgreSQL server (see module docstring for how it is chosen)."""
-    # Not under pytest's basetemp: a concurrent pytest run prunes old basetemps, which
-    # would delete a live cluster's files.
-    data_dir = Path(tempfile.mkdtemp(prefix="db_kit_test_pg_"))
-    try:
-        with start_server(data_dir) as server:
-            try:
-                yield server
-            finally:
-                server.drop_all()
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
+# The run's server and what undoes the run's changes (started once, before collection).
+_RUN: dict[str, Any] = {}
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _isolate_database_urls(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Point every db lib at a run-specific database; never the development ones."""
+def _run_server() -> PostgresServer:
+    """The run's server, started on first use and stopped when the run ends."""
+    if "server" not in _RUN:
+        stack = _RUN.setdefault("stack", contextlib.ExitStack())
+        # Not under pytest's basetemp: a concurrent pytest run prunes old basetemps, which
+        # would delete a live cluster's files.
+        data_dir = Path(tempfile.mkdtemp(prefix="db_kit_test_pg_"))
+        stack.callback(shutil.rmtree, data_dir, ignore_errors=True)
+        started = stack.enter_context(start_server(data_dir))
+        stack.callback(started.drop_all)
+        _RUN["server"] = started
+    server: PostgresServer = _RUN["server"]
+    return server
+
+
+def _choose_test_environment() -> None:
+    # Settings default to production (a URL required, no embedded server): the tests'
+    # own processes and the subprocesses they spawn run as ENVIRONMENT=test unless told.
     os.environ.setdefault("ENVIRONMENT", "test")
+
+
+def pytest_load_initial_conftests() -> None:
+    _choose_test_environment()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _choose_test_environment()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Point every db lib at a run-specific database before test modules are imported
+    (an app module loads its settings at import, and outside development a missing URL
+    is an error); never the development databases or a URL from ``.env``."""
     configs = _installed_databases()
-    if not configs:
-        yield
+    if not configs or "saved" in _RUN:
         return
-    server: PostgresServer = request.getfixturevalue("postgres_server")
-    saved = {}
+    server = _run_server()
+    saved: dict[str, str | None] = {}
     for name, config in configs.items():
         variable = config.settings_class.url_variable  # type: ignore[attr-defined]
         saved[variable] = os.environ.get(variable)
@@ -172,15 +190,28 @@ def _isolate_database_urls(request: pytest.FixtureRequest) -> Iterator[None]:
             hide_password=False
         )
         config.reset()  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
+    _RUN["saved"] = saved
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    stack: contextlib.ExitStack | None = _RUN.pop("stack", None)
+    if stack is None:
+        return
+    with contextlib.suppress(Exception):
         reset_engines()
-        for variable, value in saved.items():
-            if value is None:
-                os.environ.pop(variable, None)
-            else:
-                os.environ[variable] = value
+    for variable, value in _RUN.pop("saved", {}).items():
+        if value is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = value
+    _RUN.clear()
+    stack.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> PostgresServer:
+    """The run's PostgreSQL server (see module docstring for how it is chosen)."""
+    return _run_server()
 
 
 def unused_port() -> int:
@@ -299,7 +330,7 @@ def run_sql(url: URL, statement: str, **params: object) -> list[tuple[Any, ...]]
     from sqlalchemy import create_engine, text
     from sqlalchemy.pool import NullPool
 
-    engine = create_engine(url, poolclass=NullPool)
+    engine = create_engine(url, poolclass=NullPool, hide_parameters=True)
     try:
         with engine.begin() as conn:
             result = conn.execute(text(statement), params)
