@@ -25,6 +25,7 @@ from sqlalchemy import Connection, Engine, text
 
 from db_kit.config import DatabaseConfig, _import
 from db_kit.engine import build_admin_engine
+from db_kit.lock_retries import no_lock_timeouts, offline_timeouts_sql, set_migration_timeouts
 
 LOCK_CLASS = 0x4442  # first key of every lock this toolkit takes ("DB")
 
@@ -32,6 +33,20 @@ LOCK_CLASS = 0x4442  # first key of every lock this toolkit takes ("DB")
 def lock_key(version_table: str, schema: str | None = None) -> int:
     """Second advisory-lock key: one lock per version table (per schema)."""
     return zlib.crc32(f"{schema or ''}.{version_table}".encode()) & 0x7FFFFFFF
+
+
+def advisory_lock(connection: Connection, key: int, *, xact: bool) -> None:
+    """Take the migration advisory lock ``(LOCK_CLASS, key)``, waiting as long as it takes.
+
+    Tried without waiting first; only a real wait runs with ``lock_timeout`` and
+    ``statement_timeout`` off (waiting for another deploy is what the lock is for).
+    """
+    fn = "pg_advisory_xact_lock" if xact else "pg_advisory_lock"
+    params = {"c": LOCK_CLASS, "k": key}
+    if connection.execute(text(f"SELECT pg_try_{fn.removeprefix('pg_')}(:c, :k)"), params).scalar():
+        return
+    with no_lock_timeouts(connection):
+        connection.execute(text(f"SELECT {fn}(:c, :k)"), params)
 
 
 @contextmanager
@@ -42,12 +57,10 @@ def migration_lock(connection: Connection, key: int) -> Iterator[None]:
     session level and the connection is left outside any transaction for Alembic.
     """
     if connection.in_transaction():
-        connection.execute(
-            text("SELECT pg_advisory_xact_lock(:c, :k)"), {"c": LOCK_CLASS, "k": key}
-        )
+        advisory_lock(connection, key, xact=True)
         yield
         return
-    connection.execute(text("SELECT pg_advisory_lock(:c, :k)"), {"c": LOCK_CLASS, "k": key})
+    advisory_lock(connection, key, xact=False)
     connection.commit()
     try:
         yield
@@ -86,8 +99,16 @@ def configure_options(db: DatabaseConfig, version_schema: str | None = None) -> 
     return options
 
 
+def _record_applied(ctx: MigrationContext, step: Any, heads: Any, run_args: Any) -> None:
+    # Which revisions went through: a failure then names the one after the last of these.
+    applied = ctx.config.attributes.setdefault("applied", []) if ctx.config else []
+    applied.append(step.up_revision_id if step.is_upgrade else step.down_revision_ids)
+
+
 def _run_online(connection: Connection, db: DatabaseConfig, tenant_schema: str | None) -> None:
     schema = tenant_schema or db.version_table_schema
+    # Every migration connection waits at most lock_timeout for a lock (db_kit.lock_retries).
+    set_migration_timeouts(connection, db.settings())
     if db.version_table_schema and not tenant_schema:
         # The registry's own schema must exist before Alembic creates its version table.
         outside = not connection.in_transaction()
@@ -100,6 +121,7 @@ def _run_online(connection: Connection, db: DatabaseConfig, tenant_schema: str |
             # A tenant's revisions run in the caller's one transaction (see TenantMigrator).
             transaction_per_migration=tenant_schema is None,
             process_revision_directives=_skip_empty,
+            on_version_apply=_record_applied,
             **configure_options(db, tenant_schema),
         )
         with context.begin_transaction():
@@ -119,6 +141,8 @@ def run_env(config_path: str) -> None:
             **configure_options(db),
         )
         with context.begin_transaction():
+            for statement in offline_timeouts_sql(db.settings()):
+                context.execute(statement)
             context.run_migrations()
         return
     handed: Connection | Engine | None = cfg.attributes.get("connection")

@@ -113,6 +113,15 @@ class DatabaseSettings(BaseSettings):
     opentelemetry: bool = True
     # Where the embedded development server keeps its data (relative to the workspace root).
     embedded_data_dir: str = ".data/postgres"
+    # Migrations (db_kit.lock_retries): DDL waits at most this long for a lock, is retried
+    # this many times with a growing pause, and no migration statement runs longer than
+    # the statement timeout (0: no limit).
+    migration_lock_timeout_ms: int = Field(default=2_000, ge=1)
+    migration_lock_retries: int = Field(default=3, ge=0, le=50)
+    migration_statement_timeout_ms: int = Field(default=900_000, ge=0)
+    # `generate`, `deploy` and `status` build the schema the migration files produce in a
+    # scratch database created beside the target (needs CREATEDB); or in this empty one.
+    shadow_database_url: str | None = Field(default=None, repr=False)
 
     @classmethod
     def load(cls: type[S], **overrides: Any) -> S:

@@ -10,6 +10,7 @@ module-level state and is not thread-safe.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import time
@@ -25,16 +26,28 @@ from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Table, delete, func, insert, inspect, select, text, update
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
 
-from db_kit.alembic_env import LOCK_CLASS, lock_key, migration_lock
+from db_kit.alembic_env import advisory_lock, lock_key, migration_lock
 from db_kit.config import DatabaseConfig, SchemaTenancy
+from db_kit.lock_retries import (
+    MigrationLockTimeoutError,
+    set_migration_timeouts,
+    sqlstate,
+    with_lock_retries,
+)
 from db_kit.migrations import Migrator
-from db_shared.errors import ConfigurationError, NotFoundError
+from db_shared.errors import ConfigurationError, DuplicateEntryError, NotFoundError
 
+log = logging.getLogger(__name__)
 ALL_TENANTS_LOCK = "tenants"
 # A helper process costs seconds to start (imports): worth it only for enough tenants.
 TENANTS_PER_HELPER = 100
 HELPER_BATCH = 20
+
+
+class TenantExistsError(DuplicateEntryError):
+    """``tenants create`` for a slug (or schema) that is already there."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,7 @@ class TenantMigrator:
         self.db = db
         self.tenancy: SchemaTenancy = db.tenancy
         self.migrator = Migrator(db, url)
+        self._applied: list[Any] = []
 
     @cached_property
     def script(self) -> ScriptDirectory:
@@ -152,15 +166,35 @@ class TenantMigrator:
         """Register the tenant, create its schema and migrate it, all in one transaction."""
         schema = self.tenancy.schema_for(slug)
         started = time.perf_counter()
-        with self.connect() as conn, conn.begin():
-            conn.execute(
-                insert(self.table).values(
-                    slug=slug, name=name or slug, schema_name=schema, region=region
-                )
-            )
-            conn.execute(text(f"CREATE SCHEMA {_quoted(schema)}"))
-            after = self._upgrade_in_transaction(conn, schema)
-            self._record(conn, slug, after, None)
+        with self.connect() as conn:
+            try:
+                with conn.begin():
+                    conn.execute(
+                        insert(self.table).values(
+                            slug=slug, name=name or slug, schema_name=schema, region=region
+                        )
+                    )
+                    conn.execute(text(f"CREATE SCHEMA {_quoted(schema)}"))
+                    after = self._upgrade_in_transaction(conn, schema)
+                    self._record(conn, slug, after, None)
+            except DBAPIError as exc:
+                state = sqlstate(exc)
+                if state == "23505":  # unique_violation: slug or schema already registered
+                    raise TenantExistsError(
+                        table=self.table.name,
+                        columns=("slug",),
+                        message=f"tenant {slug} already exists (schema {schema}); pick another "
+                        f"slug, or drop it first with `db {self.db.name} tenants drop {slug}`.",
+                    ) from None
+                if state == "42P06":  # duplicate_schema: a schema nobody registered
+                    raise TenantExistsError(
+                        table=self.table.name,
+                        columns=("schema_name",),
+                        message=f"schema {schema} already exists but no tenant {slug} is "
+                        "registered for it (left by a registry reset or made by hand); "
+                        f'drop it (DROP SCHEMA "{schema}" CASCADE) or pick another slug.',
+                    ) from None
+                raise
         return TenantResult(
             slug, schema, None, after, "migrated", None, time.perf_counter() - started
         )
@@ -176,13 +210,11 @@ class TenantMigrator:
     # migrating -----------------------------------------------------------------------
 
     def _upgrade_in_transaction(self, conn: Connection, schema: str) -> str | None:
-        conn.execute(
-            text("SELECT pg_advisory_xact_lock(:c, :k)"),
-            {"c": LOCK_CLASS, "k": lock_key(self.db.version_table, schema)},
-        )
+        advisory_lock(conn, lock_key(self.db.version_table, schema), xact=True)
         conn.execute(text(f"SET LOCAL search_path TO {_quoted(schema)}"))
         cfg = self.migrator.alembic_config(conn)
         cfg.attributes["tenant_schema"] = schema
+        cfg.attributes["applied"] = self._applied = []
         script = self.script
         # What alembic.command.upgrade does, minus building a ScriptDirectory (and compiling
         # every revision file) again for each of a thousand tenants.
@@ -207,16 +239,53 @@ class TenantMigrator:
             values.update(revision=revision, migrated_at=func.now(), status="active")
         conn.execute(update(self.table).where(t.slug == slug).values(**values))
 
+    def _failing_revision(self, before: str | None) -> str:
+        """The revision a failed tenant upgrade stopped at: the one after the last applied."""
+        path = [
+            sc.revision
+            for sc in reversed(list(self.script.iterate_revisions("head", before or "base")))
+            if sc is not None and sc.revision != before
+        ]
+        done = len(getattr(self, "_applied", []))
+        if done < len(path):
+            sc = self.script.get_revision(path[done])
+            return f"revision {path[done]} ({(sc.doc if sc else '') or ''!r})"
+        return "a revision"
+
     def migrate_one(self, conn: Connection, tenant: TenantRow, before: str | None) -> TenantResult:
+        """Migrate one tenant in one transaction; a lock timeout is retried with backoff."""
         started = time.perf_counter()
-        try:
+
+        def attempt() -> str | None:
             with conn.begin():
                 after = self._upgrade_in_transaction(conn, tenant.schema)
                 self._record(conn, tenant.slug, after, None)
+            return after
+
+        try:
+            after = with_lock_retries(
+                attempt,
+                conn=conn,
+                url=self.migrator.url,
+                settings=self.migrator.settings,
+                what=lambda: f"tenant {tenant.slug} {self._failing_revision(before)}",
+            )
         except Exception as exc:
-            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:500]
-            with conn.begin():
-                self._record(conn, tenant.slug, None, reason)
+            if isinstance(exc, MigrationLockTimeoutError):
+                reason = str(exc)
+            else:
+                first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+                reason = f"{self._failing_revision(before)} failed: " + (
+                    first[0] if first else type(exc).__name__
+                )
+            reason = reason[:1000]
+            if conn.in_transaction():
+                conn.rollback()
+            try:
+                with conn.begin():
+                    self._record(conn, tenant.slug, None, reason)
+            except DBAPIError as record_exc:  # e.g. the registry row is locked too
+                log.warning("could not record %s's failure: %s", tenant.slug, record_exc)
             return TenantResult(
                 tenant.slug, tenant.schema, before, before, "failed", reason,
                 time.perf_counter() - started, os.getpid(),
@@ -335,7 +404,9 @@ def _worker_init(db: DatabaseConfig, url: str) -> None:
     migrator = TenantMigrator(db, make_url(url))
     engine = migrator.migrator.engine()
     _worker["migrator"] = migrator
-    _worker["conn"] = engine.connect()
+    conn = engine.connect()
+    set_migration_timeouts(conn, migrator.migrator.settings)
+    _worker["conn"] = conn
 
 
 def _worker_migrate(batch: list[tuple[TenantRow, str | None]]) -> list[TenantResult]:
