@@ -303,14 +303,16 @@ def test_db_new_demo_then_generate_and_migrate_in_a_copy_of_the_repo(
     assert (repo / "pyproject.toml").read_text() != pyproject_before
     # The scratch database used for autogenerate is gone; the target was never touched.
     assert run_sql(url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
-    leftovers = run_sql(url, "SELECT datname FROM pg_database WHERE datname LIKE 'demo_scaffold_%'")
+    leftovers = run_sql(
+        url, "SELECT datname FROM pg_database WHERE datname LIKE 'demo%\\_shadow\\_%'"
+    )
     assert leftovers == []
 
     # The db CLI and the Makefile know it with no edit.
     assert "demo\tDEMO_DATABASE_URL" in run(uv, "run", "--frozen", "db", "list")
     assert "upgraded (empty database) ->" in run(uv, "run", "--frozen", "db", "demo", "migrate")
     out = run(uv, "run", "--frozen", "db", "demo", "generate", "-m", "nothing")
-    assert "No changes between the demo models and its database" in out
+    assert "No changes between the demo models and the schema its migrations build" in out
 
     # A model of its own: generate, migrate, use.
     (lib / "src/demo_db/models/widget.py").write_text(WIDGET)

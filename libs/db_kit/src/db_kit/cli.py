@@ -75,6 +75,13 @@ def handle_errors(fn: F) -> F:
             if isinstance(exc, DBAPIError):
                 # A revision or statement failed: its transaction was rolled back.
                 reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+                from db_kit.lock_retries import LOCK_NOT_AVAILABLE, sqlstate
+
+                if sqlstate(exc) == LOCK_NOT_AVAILABLE:
+                    reason += (
+                        " (another session holds a lock this command needs; find it in "
+                        "pg_stat_activity, or raise <PREFIX>MIGRATION_LOCK_TIMEOUT_MS)"
+                    )
                 _fail(f"{reason}. The failed transaction was rolled back; nothing of it remains.")
             raise
 
@@ -93,24 +100,66 @@ def _upgrade_and_report(db: DatabaseConfig) -> None:
         console.print(f"{db.name}: upgraded {_revs(before)} -> {_revs(after)}.")
 
 
+def _migrate_help(db: DatabaseConfig) -> str:
+    if db.registry_of is not None:
+        return (
+            f"Development: upgrade the tenant registry ({db.version_table_schema} schema) to head."
+        )
+    if db.tenancy is not None:
+        return (
+            f"Development: upgrade the registry, the default schema and every tenant schema "
+            f"of {db.name} to head."
+        )
+    if _database_per_tenant(db):
+        return (
+            f"Development: upgrade the {db.name} database to head (its tenant databases: "
+            f"`db {db.name} tenants migrate`)."
+        )
+    return f"Development: upgrade the {db.name} database to head."
+
+
+def _database_per_tenant(db: DatabaseConfig) -> bool:
+    from db_kit.tenant_databases import TenantDatabaseSettings
+
+    return db.tenancy is None and issubclass(db.settings_class, TenantDatabaseSettings)
+
+
+def _owned(db: DatabaseConfig) -> str:
+    """What a stream's reset drops, for help texts and prompts."""
+    if db.version_table_schema:
+        return f"the {db.version_table_schema} schema"
+    if db.tenancy is not None:
+        return "the default schema and every registered tenant schema"
+    return "the default schema"
+
+
 def database_app(db: DatabaseConfig) -> typer.Typer:
-    """The sub-commands of one database."""
+    """The sub-commands of one database (or one migration stream, such as a registry).
+
+    A stream gets only the commands that apply to it: a registry has no seed, no studio
+    of its own (its database's studio shows it) and no tenants.
+    """
     app = typer.Typer(
         help=db.description or f"Migrations and data of the {db.name} database.",
         no_args_is_help=True,
     )
     name = db.name
+    is_registry = db.registry_of is not None
 
-    @app.command()
+    @app.command(
+        help="Autogenerate a revision: the models compared with the schema the migration files "
+        "build in a shadow database (never with a database that push may have changed); "
+        "writes nothing when nothing changed."
+    )
     @handle_errors
     def generate(
         message: Annotated[str, typer.Option("-m", "--message", help="Revision message.")],
     ) -> None:
-        """Autogenerate a revision from the models (writes nothing when nothing changed)."""
         script = Migrator(db).generate(message)
         if script is None:
             console.print(
-                f"No changes between the {name} models and its database; no revision written."
+                f"No changes between the {name} models and the schema its migrations build; "
+                "no revision written."
             )
             return
         console.print(f"Wrote revision {script.revision}: {script.path}")
@@ -125,23 +174,34 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
         script = Migrator(db).create(message)
         console.print(f"Wrote empty revision {script.revision}: {script.path}")
 
-    @app.command()
-    @handle_errors
-    def migrate(
-        workers: Annotated[int, typer.Option(min=1, max=64, help="Tenant worker processes.")] = 2,
-        verify: Annotated[bool, typer.Option(help=VERIFY_HELP)] = False,
-    ) -> None:
-        """Development: upgrade the database to head (registry and every tenant too)."""
-        if db.tenancy is not None:
+    if db.tenancy is not None:
+
+        @app.command(help=_migrate_help(db))
+        @handle_errors
+        def migrate(
+            workers: Annotated[
+                int, typer.Option(min=1, max=64, help="Tenant worker processes.")
+            ] = 2,
+            verify: Annotated[bool, typer.Option(help=VERIFY_HELP)] = False,
+        ) -> None:
+            assert db.tenancy is not None
             _upgrade_and_report(db.tenancy.registry)
-        _upgrade_and_report(db)
-        if db.tenancy is not None and migrate_tenants(db, workers, verify):
-            raise typer.Exit(1)
+            _upgrade_and_report(db)
+            if migrate_tenants(db, workers, verify):
+                raise typer.Exit(1)
+
+    else:
+
+        @app.command("migrate", help=_migrate_help(db))
+        @handle_errors
+        def migrate_database() -> None:
+            _upgrade_and_report(db)
 
     @app.command()
     @handle_errors
     def deploy() -> None:
-        """Production: upgrade to head, refusing when models and migrations disagree."""
+        """Production: upgrade to head; refused when the models differ from what the
+        migration files build (checked in a shadow database)."""
         before, after = Migrator(db).deploy()
         if before == after:
             console.print(f"{name}: already at head ({_revs(after)}); nothing to do.")
@@ -151,7 +211,8 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
     @app.command()
     @handle_errors
     def status() -> None:
-        """Current revision, head, pending revisions and drift from the models."""
+        """Current revision, head, pending revisions, model changes no migration has, and
+        how the database differs from what its migrations build (exit 3 when any)."""
         migrator = Migrator(db)
         st = migrator.status()
         console.print(f"[bold]{name}[/] at {migrator.settings.safe_url()}")
@@ -163,11 +224,33 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
                 console.print(f"    {rev.revision}  {rev.message}")
         else:
             console.print("  pending: none")
-        if st.drift:
-            console.print(f"  drift:   {len(st.drift)} difference(s) between models and database")
-            for line in st.drift:
+        if st.unmigrated:
+            console.print(
+                f"  models:  {len(st.unmigrated)} change(s) no migration has "
+                f'(run `db {name} generate -m "..."`)'
+            )
+            for line in st.unmigrated:
                 console.print(f"    {line}")
-        elif not st.pending:
+        if st.diverged:
+            console.print(
+                f"  database: differs from what its migrations build in {len(st.diverged)} "
+                "place(s) (pushed or changed by hand)"
+            )
+            for line in st.diverged:
+                console.print(f"    {line}")
+            console.print(
+                f'  to get out: `db {name} generate -m "..."` to put the change in a revision, '
+                f"then `db {name} reset` to rebuild the database from the migrations."
+            )
+        if st.shadow_error:
+            console.print(f"  shadow:  not built ({escape(st.shadow_error)})")
+            if st.drift:
+                console.print(
+                    f"  drift:   {len(st.drift)} difference(s) between models and database"
+                )
+                for line in st.drift:
+                    console.print(f"    {line}")
+        if not st.drift and not st.pending:
             console.print("  drift:   none")
         behind = 0
         if db.tenancy is not None:
@@ -204,13 +287,18 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
             table.add_row(rev.revision, rev.down_revision or "base", rev.message, marks)
         console.print(table)
 
-    @app.command()
+    # "-1" looks like an option to Click: take unknown options as the argument.
+    @app.command(context_settings={"ignore_unknown_options": True})
     @handle_errors
     def downgrade(
-        revision: Annotated[str, typer.Argument(help="Target revision, e.g. -1 or base.")],
+        revision: Annotated[
+            str, typer.Argument(help="Target revision: -1 (one back), -2, base or an id.")
+        ],
         yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
     ) -> None:
         """Development: downgrade to REVISION (asks first; may drop data)."""
+        if revision.startswith("-") and not revision[1:].isdigit():
+            _fail(f"Unknown option or revision {revision!r}: use -1, -2, base or a revision id.")
         migrator = Migrator(db)
         migrator.guard_development("downgrade")
         if not yes and not typer.confirm(f"Downgrade {name} to {revision}? Data may be lost."):
@@ -218,18 +306,31 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
         before, after = migrator.downgrade(revision)
         console.print(f"{name}: downgraded {_revs(before)} -> {_revs(after)}.")
 
-    @app.command()
+    @app.command(help=f"Development: drop {_owned(db)} and migrate from scratch (asks first).")
     @handle_errors
     def reset(
         yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
     ) -> None:
-        """Development: drop everything and migrate from scratch (asks first)."""
         migrator = Migrator(db)
         migrator.guard_development("reset")
-        if not yes and not typer.confirm(f"Drop every table of {name} and rebuild it?"):
+        if not yes and not typer.confirm(f"Drop {_owned(db)} of {name} and rebuild it?"):
             _fail("aborted; nothing changed.")
-        migrator.reset()
-        console.print(f"{name}: reset and migrated to head.")
+        report = migrator.reset()
+        console.print(f"{name}: dropped and rebuilt schema {report.schema}, migrated to head.")
+        if report.tenants_rebuilt or report.tenants_failed:
+            console.print(
+                f"{name}: {len(report.tenants_rebuilt)} tenant schema(s) rebuilt at head"
+                + (f", failed: {', '.join(report.tenants_failed)}" if report.tenants_failed else "")
+                + "."
+            )
+        if report.unregistered_schemas:
+            shown = ", ".join(report.unregistered_schemas[:10])
+            console.print(
+                f"note: {len(report.unregistered_schemas)} tenant schema(s) are no longer in the "
+                f"registry and were left as they are: {shown}."
+            )
+        if report.tenants_failed:
+            raise typer.Exit(1)
 
     @app.command()
     @handle_errors
@@ -244,54 +345,66 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
             "The database now differs from the migrations: generate a revision before shipping."
         )
 
-    @app.command()
-    @handle_errors
-    def seed(
-        tenant: Annotated[
-            str | None, typer.Option(help="Seed this tenant's schema instead of the default.")
-        ] = None,
-    ) -> None:
-        """Insert the development seed data (idempotent)."""
-        note = Migrator(db).seed(tenant)
-        console.print(f"{name}: seeded" + (f" tenant {tenant}." if tenant else "."))
-        if note:
-            console.print(note)
+    if db.seed is not None:
 
-    @app.command()
-    @handle_errors
-    def studio(
-        tenant: Annotated[
-            str | None,
-            typer.Option(help="Browse this tenant (its schema, or its database) instead."),
-        ] = None,
-        write: Annotated[
-            bool, typer.Option("--write", help="Allow creating, editing and deleting rows.")
-        ] = False,
-        host: Annotated[
-            str, typer.Option(help="Interface to listen on; keep it loopback (no login).")
-        ] = "127.0.0.1",
-        port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 5555,
-    ) -> None:
-        """A web UI over the tables (read-only unless --write), on http://127.0.0.1:5555."""
-        from db_kit.migrations import ProductionGuardError
-        from db_kit.studio import BASE_URL, build_studio, check_port_free, exposure_warning, serve
+        @app.command()
+        @handle_errors
+        def seed(
+            tenant: Annotated[
+                str | None, typer.Option(help="Seed this tenant's schema instead of the default.")
+            ] = None,
+        ) -> None:
+            """Insert the development seed data (idempotent)."""
+            note = Migrator(db).seed(tenant)
+            console.print(f"{name}: seeded" + (f" tenant {tenant}." if tenant else "."))
+            if note:
+                console.print(note)
 
-        if write and db.settings().is_production:
-            raise ProductionGuardError(
-                f"Refusing `db {name} studio --write`: ENVIRONMENT=production. Browse without "
-                "--write; change production data through the app or a revision."
+    if not is_registry:
+
+        @app.command()
+        @handle_errors
+        def studio(
+            tenant: Annotated[
+                str | None,
+                typer.Option(help="Browse this tenant (its schema, or its database) instead."),
+            ] = None,
+            write: Annotated[
+                bool, typer.Option("--write", help="Allow creating, editing and deleting rows.")
+            ] = False,
+            host: Annotated[
+                str, typer.Option(help="Interface to listen on; keep it loopback (no login).")
+            ] = "127.0.0.1",
+            port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 5555,
+        ) -> None:
+            """A web UI over the tables (read-only unless --write), on http://127.0.0.1:5555."""
+            from db_kit.migrations import ProductionGuardError
+            from db_kit.studio import (
+                BASE_URL,
+                build_studio,
+                check_port_free,
+                exposure_warning,
+                serve,
             )
-        app_ = build_studio(db, tenant=tenant, write=write)
-        warning = exposure_warning(host)
-        if warning:
-            err_console.print(f"[bold yellow]warning:[/] {escape(warning)}", soft_wrap=True)
-        check_port_free(host, port)
-        shown_host = f"[{host}]" if ":" in host else host
-        mode = "read-write" if write else "read-only (start with --write to edit)"
-        console.print(f"{escape(app_.title)}: {mode}")
-        console.print(f"  database: {escape(app_.target.url.render_as_string(hide_password=True))}")
-        console.print(f"  open http://{shown_host}:{port}{BASE_URL}/  (Ctrl+C to stop)")
-        serve(app_, host=host, port=port)
+
+            if write and db.settings().is_production:
+                raise ProductionGuardError(
+                    f"Refusing `db {name} studio --write`: ENVIRONMENT=production. Browse without "
+                    "--write; change production data through the app or a revision."
+                )
+            app_ = build_studio(db, tenant=tenant, write=write)
+            warning = exposure_warning(host)
+            if warning:
+                err_console.print(f"[bold yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+            check_port_free(host, port)
+            shown_host = f"[{host}]" if ":" in host else host
+            mode = "read-write" if write else "read-only (start with --write to edit)"
+            console.print(f"{escape(app_.title)}: {mode}")
+            console.print(
+                f"  database: {escape(app_.target.url.render_as_string(hide_password=True))}"
+            )
+            console.print(f"  open http://{shown_host}:{port}{BASE_URL}/  (Ctrl+C to stop)")
+            serve(app_, host=host, port=port)
 
     if db.tenancy is not None:
         app.add_typer(database_app(db.tenancy.registry), name="registry")

@@ -64,6 +64,16 @@ class DatabaseConfig:
     tenancy: SchemaTenancy | None = None
     _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.tenancy is not None:
+            self.tenancy.registry._cache["registry_of"] = self
+
+    @property
+    def registry_of(self) -> DatabaseConfig | None:
+        """The schema-per-tenant database whose tenant registry this is; None otherwise."""
+        owner: DatabaseConfig | None = self._cache.get("registry_of")
+        return owner
+
     def settings(self) -> DatabaseSettings:
         """The settings, read once per process (``reset()`` rereads them)."""
         if "settings" not in self._cache:

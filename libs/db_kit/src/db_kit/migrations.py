@@ -13,14 +13,29 @@ from alembic.config import Config
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
-from sqlalchemy import Connection, Engine, text
+from alembic.util import CommandError
+from sqlalchemy import Connection, Engine, MetaData, text
 from sqlalchemy.engine import URL
 
 from db_kit.alembic_env import configure_options, lock_key, migration_lock
 from db_kit.config import DatabaseConfig
 from db_kit.engine import build_admin_engine
 from db_kit.errors import translate
-from db_shared.errors import ConfigurationError, NotFoundError
+from db_kit.lock_retries import (
+    QUERY_CANCELED,
+    MigrationLockTimeoutError,
+    set_migration_timeouts,
+    sqlstate,
+    with_lock_retries,
+)
+from db_kit.shadow import shadow_database
+from db_shared.errors import (
+    ConfigurationError,
+    DatabaseError,
+    IntegrityViolationError,
+    InvalidDataError,
+    NotFoundError,
+)
 
 Heads = tuple[str, ...]
 FILE_TEMPLATE = "%%(year)d%%(month).2d%%(day).2d_%%(hour).2d%%(minute).2d_%%(rev)s_%%(slug)s"
@@ -37,14 +52,44 @@ class Revision:
 
 @dataclass(frozen=True)
 class Status:
+    """Where a database stands against its migration files.
+
+    ``unmigrated``: model changes no revision has (models vs the schema the migrations
+    build in a shadow database). ``diverged``: how the database, at head, differs from what
+    its migrations build (pushed or changed by hand). ``drift`` is both together.
+    ``shadow_error`` says why the migrations could not be built (then ``drift`` compares the
+    database with the models, the best that can be done without a shadow).
+    """
+
     current: tuple[str, ...]
     heads: tuple[str, ...]
     pending: tuple[Revision, ...]
     drift: tuple[str, ...]
+    unmigrated: tuple[str, ...] = ()
+    diverged: tuple[str, ...] = ()
+    shadow_error: str | None = None
 
     @property
     def up_to_date(self) -> bool:
         return not self.pending and set(self.current) == set(self.heads)
+
+
+@dataclass(frozen=True)
+class ResetReport:
+    """What ``reset`` dropped and rebuilt."""
+
+    schema: str
+    tenants_rebuilt: tuple[str, ...] = ()
+    tenants_failed: tuple[str, ...] = ()
+    unregistered_schemas: tuple[str, ...] = ()
+
+
+class RevisionFailedError(DatabaseError):
+    """A revision raised: its transaction was rolled back; the message names it."""
+
+    def __init__(self, message: str, revision: str | None = None) -> None:
+        self.revision = revision
+        super().__init__(message)
 
 
 class ProductionGuardError(ConfigurationError):
@@ -58,7 +103,8 @@ class DriftError(ConfigurationError):
         self.diffs = diffs
         listed = "\n  ".join(diffs[:20])
         super().__init__(
-            f"The {database} models and migrations disagree; refusing to deploy.\n  {listed}\n"
+            f"The {database} models and the schema its migrations build disagree; refusing to "
+            f"deploy.\n  {listed}\n"
             f"Generate a revision (`db {database} generate -m '...'`), review it, and commit it."
         )
 
@@ -133,7 +179,8 @@ class Migrator:
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
-        """A pool-less connection; connection failures become ``DatabaseUnavailableError``."""
+        """A pool-less connection with the migration timeouts set (``db_kit.lock_retries``);
+        connection failures become ``DatabaseUnavailableError``."""
         engine = self.engine()
         try:
             try:
@@ -144,6 +191,7 @@ class Migrator:
                     raise
                 raise mapped from exc
             with conn:
+                set_migration_timeouts(conn, self.settings)
                 yield conn
         finally:
             engine.dispose()
@@ -190,34 +238,70 @@ class Migrator:
             for s in reversed(revisions)
         ]
 
-    def drift(self, conn: Connection) -> list[str]:
-        """Differences between the models and this database's current schema."""
+    def drift(self, conn: Connection, metadata: MetaData | None = None) -> list[str]:
+        """Differences between ``metadata`` (default: the models) and this connection's schema."""
         ctx = MigrationContext.configure(conn, opts=configure_options(self.db))
-        return [describe_diff(d) for d in compare_metadata(ctx, self.db.metadata)]
+        target = self.db.metadata if metadata is None else metadata
+        return [describe_diff(d) for d in compare_metadata(ctx, target)]
 
-    def status(self) -> Status:
-        with self.connect() as conn:
-            pending = self.pending(conn)
-            current = self.current(conn)
-            drift = self.drift(conn) if not pending else []
-            conn.rollback()
-        return Status(current, self.heads(), tuple(pending), tuple(drift))
+    @contextmanager
+    def shadow(self) -> Iterator[Connection]:
+        """A connection to a shadow database holding exactly what the migrations build."""
+        with shadow_database(self.settings, self.url) as url:
+            built = Migrator(self.db, url)
+            with built.connect() as conn:
+                command.upgrade(built.alembic_config(conn), "head")
+                yield conn
 
-    def _models_match_migrations(self, conn: Connection) -> list[str]:
-        trans = conn.begin()
-        try:
-            command.upgrade(self.alembic_config(conn), "head")
-            return self.drift(conn)
-        finally:
-            trans.rollback()
+    def migrations_metadata(self, conn: Connection) -> MetaData:
+        """The schema a shadow connection holds, reflected (the version table left out)."""
+        metadata = MetaData()
+        for schema in self.db.schemas or (None,):
+            metadata.reflect(bind=conn, schema=schema)
+        version = self.db.version_table
+        if self.db.version_table_schema:
+            version = f"{self.db.version_table_schema}.{version}"
+        if version in metadata.tables:
+            metadata.remove(metadata.tables[version])
+        conn.rollback()
+        return metadata
 
-    def models_match_migrations(self) -> list[str]:
-        """Apply pending revisions in a transaction that is rolled back, then compare.
+    def unmigrated(self) -> list[str]:
+        """Model changes the migration files lack (models vs a shadow built from them).
 
         An empty list means the migrations produce exactly the schema the models describe.
         """
+        with self.shadow() as conn:
+            return self.drift(conn)
+
+    def status(self) -> Status:
+        unmigrated: list[str] = []
+        built: MetaData | None = None
+        shadow_error: str | None = None
+        try:
+            with self.shadow() as conn:
+                unmigrated = self.drift(conn)
+                built = self.migrations_metadata(conn)
+        except ConfigurationError as exc:
+            shadow_error = str(exc)
         with self.connect() as conn:
-            return self._models_match_migrations(conn)
+            pending = self.pending(conn)
+            current = self.current(conn)
+            diverged: list[str] = []
+            drift: list[str] = list(unmigrated)
+            if not pending:
+                if built is not None:
+                    diverged = self.drift(conn, built)
+                    drift += diverged
+                else:
+                    drift = self.drift(conn)
+            conn.rollback()
+        return Status(
+            current, self.heads(), tuple(pending), tuple(drift), tuple(unmigrated),
+            tuple(diverged), shadow_error,
+        )  # fmt: skip
+
+    models_match_migrations = unmigrated
 
     @contextmanager
     def _locked(self) -> Iterator[Connection]:
@@ -229,12 +313,62 @@ class Migrator:
         ):
             yield conn
 
+    def _failing(self, conn: Connection, upgrade: bool) -> tuple[str | None, str]:
+        """(revision, "revision X (message)") of the revision a failed move stopped at."""
+        if conn.in_transaction():
+            conn.rollback()
+        try:
+            if upgrade:
+                pending = self.pending(conn)
+                rev = pending[0] if pending else None
+                found = (rev.revision, rev.message) if rev else None
+            else:
+                current = self.current(conn)
+                script = self.script.get_revision(current[0]) if current else None
+                found = (script.revision, script.doc or "") if script else None
+        except Exception:  # the database may be gone: name what can be named
+            found = None
+        finally:
+            if conn.in_transaction():
+                conn.rollback()
+        if found is None:
+            return None, f"{self.db.name}: a revision"
+        return found[0], f"{self.db.name} revision {found[0]} ({found[1]!r})"
+
     def _move(
         self, conn: Connection, fn: Any, target: str
     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         before = self.current(conn)
         conn.rollback()
-        fn(self.alembic_config(conn), target)
+        upgrade = fn is command.upgrade
+
+        def attempt() -> None:
+            fn(self.alembic_config(conn), target)
+
+        try:
+            with_lock_retries(
+                attempt,
+                conn=conn,
+                url=self.url,
+                settings=self.settings,
+                what=lambda: self._failing(conn, upgrade)[1],
+            )
+        except (MigrationLockTimeoutError, CommandError):
+            raise
+        except Exception as exc:
+            if isinstance(exc, DatabaseError) and not isinstance(exc, RevisionFailedError):
+                raise
+            mapped = translate(exc, url=self.url)
+            if mapped is not None and not isinstance(mapped, _REVISION_ERRORS):
+                raise mapped from exc  # the server went away, not the revision
+            revision, named = self._failing(conn, upgrade)
+            now = _revs(self.current(conn))
+            conn.rollback()
+            raise RevisionFailedError(
+                f"{named} failed: {_reason(exc, self.settings)}. Its transaction was rolled "
+                f"back; {self.db.name} stays at {now}.",
+                revision,
+            ) from exc
         after = self.current(conn)
         conn.rollback()
         return before, after
@@ -247,11 +381,12 @@ class Migrator:
             return self._move(conn, command.upgrade, target)
 
     def deploy(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """Production upgrade: refuse when models and migrations disagree, then upgrade."""
+        """Production upgrade: refuse when the models differ from what the migration files
+        build (in a shadow database, never this one), then upgrade."""
+        diffs = self.unmigrated()
+        if diffs:
+            raise DriftError(self.db.name, diffs)
         with self._locked() as conn:
-            diffs = self._models_match_migrations(conn)
-            if diffs:
-                raise DriftError(self.db.name, diffs)
             return self._move(conn, command.upgrade, "head")
 
     def downgrade(self, target: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -260,8 +395,9 @@ class Migrator:
             return self._move(conn, command.downgrade, target)
 
     def generate(self, message: str) -> Script | None:
-        """Autogenerate a revision from the models; None when there is nothing to write."""
-        with self.connect() as conn:
+        """Autogenerate a revision from the models against a shadow database built from the
+        migration files; None when there is nothing to write."""
+        with self.shadow() as conn:
             cfg = self.alembic_config(conn)
             result = command.revision(cfg, message=message, autogenerate=True)
             conn.rollback()
@@ -274,31 +410,54 @@ class Migrator:
         assert isinstance(result, Script)
         return result
 
-    def reset(self) -> None:
-        """Drop every object of the database's ``public`` schema and migrate to head."""
+    def _quote(self, conn: Connection, name: str) -> str:
+        return str(conn.dialect.identifier_preparer.quote_identifier(name))
+
+    def reset(self) -> ResetReport:
+        """Drop what this migration stream owns and migrate it from scratch.
+
+        A stream owns the schema its version table lives in: the registry its own schema,
+        a database's main stream the default schema and, with schema-per-tenant, every
+        registered tenant's schema (rebuilt empty at head; the registry rows stay).
+        """
         self.guard_development("reset")
+        from db_kit.tenant_migrations import TenantMigrator
+
+        tenants: list[str] = []
         with self._locked() as conn:
-            conn.execute(text("DROP SCHEMA public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-            tenancy = self.db.tenancy
-            if tenancy is not None:
-                # Tenant schemas and the registry go too: they describe what was dropped.
-                schemas = conn.execute(
-                    text(
-                        "SELECT nspname FROM pg_namespace "
-                        "WHERE starts_with(nspname, :prefix) OR nspname = :registry"
-                    ),
-                    {
-                        "prefix": tenancy.schema_prefix,
-                        "registry": tenancy.registry.version_table_schema,
-                    },
-                ).scalars()
-                for schema in list(schemas):
-                    conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            schema = self.db.version_table_schema or str(
+                conn.execute(text("SELECT current_schema()")).scalar_one()
+            )
+            if self.db.tenancy is not None:
+                registry = TenantMigrator(self.db, self.url)
+                if registry.registry_ready(conn):
+                    tenants = [row.schema for row in registry.tenants(conn)]
+            for name in [schema, *tenants]:
+                conn.execute(text(f"DROP SCHEMA IF EXISTS {self._quote(conn, name)} CASCADE"))
+                conn.execute(text(f"CREATE SCHEMA {self._quote(conn, name)}"))
             conn.commit()
-        if self.db.tenancy is not None:
-            Migrator(self.db.tenancy.registry, self.url).upgrade("head")
         self.upgrade("head")
+        rebuilt: list[str] = []
+        failed: list[str] = []
+        if tenants:
+            for result in TenantMigrator(self.db, self.url).migrate_all(verify=True):
+                (failed if result.failed else rebuilt).append(result.slug)
+        unregistered: list[str] = []
+        owner = self._registry_owner()
+        if owner is not None and owner.tenancy is not None:
+            with self.connect() as conn:
+                unregistered = list(
+                    conn.execute(
+                        text("SELECT nspname FROM pg_namespace WHERE starts_with(nspname, :p) "
+                             "ORDER BY 1"),
+                        {"p": owner.tenancy.schema_prefix},
+                    ).scalars()
+                )  # fmt: skip
+        return ResetReport(schema, tuple(rebuilt), tuple(failed), tuple(unregistered))
+
+    def _registry_owner(self) -> DatabaseConfig | None:
+        """The database whose tenant registry this stream is, if it is one."""
+        return self.db.registry_of
 
     def push(self) -> list[str]:
         """Apply the model changes directly, without a revision (prototyping only)."""
@@ -367,3 +526,26 @@ def _down(script: Script) -> str | None:
     if isinstance(down, tuple | list):
         return ",".join(down)
     return down
+
+
+# Errors a revision's own SQL causes (a bad value, a violated constraint): reported as the
+# revision's failure, not translated into an application error.
+_REVISION_ERRORS = (InvalidDataError, IntegrityViolationError)
+
+
+def _revs(revs: tuple[str, ...]) -> str:
+    return ", ".join(revs) if revs else "(empty database)"
+
+
+def _reason(exc: BaseException, settings: Any) -> str:
+    """One line: the driver's reason, with the setting to raise for a statement timeout."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    reason = lines[0] if lines else type(orig).__name__
+    if sqlstate(exc) == QUERY_CANCELED and "statement timeout" in reason:
+        prefix = str(settings.model_config.get("env_prefix", "")).upper()
+        reason += (
+            f" (after {settings.migration_statement_timeout_ms} ms; raise "
+            f"{prefix}MIGRATION_STATEMENT_TIMEOUT_MS for long migrations, 0 for no limit)"
+        )
+    return reason

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import tomllib
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -672,47 +672,8 @@ def write_library(scaffold: Scaffold, root_pyproject: str) -> None:
         raise
 
 
-@contextlib.contextmanager
-def _scratch_database(settings: Any, target: Any, name: str) -> Iterator[Any]:
-    """A throwaway empty database beside ``target``: autogenerate sees no leftover tables."""
-    from sqlalchemy import inspect, text
-    from sqlalchemy.exc import DBAPIError
-
-    from db_kit.engine import build_admin_engine
-
-    scratch = f"{name}_scaffold_{uuid.uuid4().hex[:8]}"
-    admin = build_admin_engine(settings, target.set(database="postgres"))
-    try:
-        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text(f'CREATE DATABASE "{scratch}"'))
-    except DBAPIError:
-        admin.dispose()
-        # No CREATEDB right: the new database itself will do, provided it is still empty.
-        engine = build_admin_engine(settings, target)
-        try:
-            with engine.connect() as conn:
-                leftovers = inspect(conn).get_table_names()
-        finally:
-            engine.dispose()
-        if leftovers:
-            raise ScaffoldError(
-                f"Could not create a scratch database to autogenerate the initial revision, "
-                f"and {settings.url_variable} already has tables ({', '.join(leftovers[:5])}). "
-                f"Point it at an empty database, then run `db {name} generate -m "
-                f'"{INITIAL_MESSAGE}"`.'
-            ) from None
-        yield target
-        return
-    try:
-        yield target.set(database=scratch)
-    finally:
-        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def write_initial_revision(scaffold: Scaffold) -> Path:
-    """Autogenerate the first revision of the new library against an empty database.
+    """Autogenerate the first revision of the new library (against a shadow database).
 
     The library is imported from its source folder (it is not installed yet); the server
     is the one its settings point at (the embedded one in development).
@@ -726,10 +687,10 @@ def write_initial_revision(scaffold: Scaffold) -> Path:
     importlib.invalidate_caches()
     config = importlib.import_module(f"{scaffold.package}.config").CONFIG
     assert isinstance(config, DatabaseConfig)
-    settings = config.settings()
-    with _scratch_database(settings, settings.resolved_url(), scaffold.name) as url:
-        migrator = Migrator(config, url)
-        script = migrator.generate(INITIAL_MESSAGE) or migrator.create(INITIAL_MESSAGE)
+    # generate builds the migrations in a shadow database beside the target (never the
+    # target itself), so leftovers in the target cannot leak into the revision.
+    migrator = Migrator(config)
+    script = migrator.generate(INITIAL_MESSAGE) or migrator.create(INITIAL_MESSAGE)
     return Path(script.path)
 
 
