@@ -236,6 +236,21 @@ def test_make_respects_an_environment_set_elsewhere(
 
 # --- 3. no bound parameters in logs unless opted in --------------------------------------
 
+SQL_LOGGERS = ("sqlalchemy.engine", "sqlalchemy.engine.Engine", "sqlalchemy.pool")
+
+
+@pytest.fixture(autouse=True)
+def restore_sql_loggers() -> Iterator[None]:
+    """configure_logging sets process-wide logger levels and echo_sql adds a handler bound
+    to this test's captured stdout: leave neither to the tests that follow."""
+    loggers = [logging.getLogger(name) for name in SQL_LOGGERS]
+    saved = [(logger, logger.level, list(logger.handlers)) for logger in loggers]
+    yield
+    for logger, level, handlers in saved:
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
+
+
 SECRET_HASH = "$argon2id$v=19$m=65536$SECRET-HASH-7f3a9c"
 SECRET_EMAIL = "secret.person.7f3a9c@example.com"
 
