@@ -591,3 +591,20 @@ def test_downgrade_minus_one_is_a_revision_not_an_option(demo: tuple[DemoLib, UR
     assert version(url) == first
     code, out = run(v1, "downgrade", "--bogus", "--yes")
     assert code != 0
+
+
+def test_unset_environment_refuses_destructive_commands_and_says_why(
+    demo: tuple[DemoLib, URL], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lib, url = demo
+    v1 = database_app(lib.config("models_v1"))
+    assert run(v1, "generate", "-m", "create items")[0] == 0
+    assert run(v1, "migrate")[0] == 0
+    monkeypatch.delenv("ENVIRONMENT")
+    monkeypatch.delenv("APP_ENV", raising=False)
+    code, out = run(database_app(lib.config("models_v1")), "reset", "--yes")
+    assert code == 1
+    flat = " ".join(out.split())
+    assert "ENVIRONMENT is unset (which means production)" in flat
+    assert "ENVIRONMENT=development" in flat
+    assert "items" in tables(url)

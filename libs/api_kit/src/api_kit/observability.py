@@ -71,7 +71,8 @@ class CorrelationIdMiddleware:
 def request_log_level() -> int:
     """INFO in development (see each request), DEBUG elsewhere (uvicorn's access log already
     has a line per request; formatting and writing a second one costs ~0.05 ms)."""
-    environment = os.environ.get("ENVIRONMENT") or os.environ.get("APP_ENV") or "development"
+    # Unset means production, as in db_kit's settings: development is chosen explicitly.
+    environment = os.environ.get("ENVIRONMENT") or os.environ.get("APP_ENV") or "production"
     return logging.INFO if environment.lower() == "development" else logging.DEBUG
 
 

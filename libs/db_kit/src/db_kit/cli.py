@@ -389,8 +389,8 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
 
             if write and db.settings().is_production:
                 raise ProductionGuardError(
-                    f"Refusing `db {name} studio --write`: ENVIRONMENT=production. Browse without "
-                    "--write; change production data through the app or a revision."
+                    f"Refusing `db {name} studio --write`: {db.settings().environment_label}. "
+                    "Browse without --write; change production data through the app or a revision."
                 )
             app_ = build_studio(db, tenant=tenant, write=write)
             warning = exposure_warning(host)

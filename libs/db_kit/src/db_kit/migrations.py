@@ -516,8 +516,9 @@ class Migrator:
     def guard_development(self, action: str) -> None:
         if self.settings.is_production:
             raise ProductionGuardError(
-                f"Refusing `db {self.db.name} {action}`: ENVIRONMENT=production. It is a "
-                "development command that can lose data; ship a new revision instead."
+                f"Refusing `db {self.db.name} {action}`: {self.settings.environment_label}. It "
+                "is a development command that can lose data; ship a new revision instead (or "
+                "choose development explicitly: ENVIRONMENT=development)."
             )
 
 

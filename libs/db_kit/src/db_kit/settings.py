@@ -156,6 +156,13 @@ class DatabaseSettings(BaseSettings):
         return self.environment is Environment.PRODUCTION
 
     @property
+    def environment_label(self) -> str:
+        """How the environment was chosen, for messages: unset reads as production."""
+        if "environment" in self.model_fields_set:
+            return f"ENVIRONMENT={self.environment.value}"
+        return "ENVIRONMENT is unset (which means production)"
+
+    @property
     def is_development(self) -> bool:
         """Only an explicit ``ENVIRONMENT=development`` may use the embedded server."""
         return self.environment is Environment.DEVELOPMENT
