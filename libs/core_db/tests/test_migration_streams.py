@@ -24,9 +24,7 @@ from db_kit.testing import run_sql as sql
 
 
 @pytest.fixture
-def core_url(
-    fresh_database: Callable[..., URL], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[URL]:
+def core_url(fresh_database: Callable[..., URL], monkeypatch: pytest.MonkeyPatch) -> Iterator[URL]:
     """A core database after `make run`: registry, default schema, a user, tenant acme."""
     url = fresh_database("streams")
     monkeypatch.setenv("DATABASE_URL", url.render_as_string(hide_password=False))
