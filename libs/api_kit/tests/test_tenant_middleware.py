@@ -22,6 +22,7 @@ from api_kit import (
     SubdomainResolver,
     TenantMiddleware,
     TenantResolver,
+    TenantRouting,
     create_api,
 )
 from db_shared import (
@@ -35,9 +36,9 @@ from db_shared import (
 pytestmark = pytest.mark.slow
 
 UNKNOWN = {"code": "unknown_tenant", "detail": "No tenant is served at this address."}
-CAL_HOSTS = {
-    "us": ["app.cal.com", "*.us.example.com"],
-    "eu": ["app.cal.eu", "*.eu.example.com"],
+REGION_HOSTS = {
+    "us": ["app.example.com", "*.us.example.com"],
+    "eu": ["app.example.eu", "*.eu.example.com"],
 }
 EXEMPT = ("/health/live", "/docs", "/openapi.json", "/redoc", "/probe", "/public")
 # Requests inside /slow right now and at most (one server loop at a time updates it).
@@ -102,9 +103,13 @@ def build_router() -> APIRouter:
 
 
 def build_app(resolver: TenantResolver, **options: Any) -> FastAPI:
-    app = create_api(name="tenancy-test", binders=[], routers=[build_router()], requires=())
-    app.add_middleware(TenantMiddleware, resolver=resolver, exempt_paths=EXEMPT, **options)
-    return app
+    return create_api(
+        name="tenancy-test",
+        binders=[],
+        routers=[build_router()],
+        requires=(),
+        tenancy=TenantRouting(resolver=resolver, exempt_paths=EXEMPT, **options),
+    )
 
 
 @pytest.fixture
@@ -143,42 +148,42 @@ def assert_unknown(response: httpx.Response) -> None:
 def test_host_map_us_eu_with_wildcards_ports_and_default(
     serve: Callable[..., httpx.Client],
 ) -> None:
-    client = serve(HostMapResolver(CAL_HOSTS, default="us"))
-    assert tenant_at(client, Host="app.cal.com") == "us"
-    assert tenant_at(client, Host="app.cal.eu") == "eu"
-    assert tenant_at(client, Host="app.cal.eu:8443") == "eu"
-    assert tenant_at(client, Host="APP.Cal.EU") == "eu"
-    assert tenant_at(client, Host="app.cal.eu.") == "eu"
+    client = serve(HostMapResolver(REGION_HOSTS, default="us"))
+    assert tenant_at(client, Host="app.example.com") == "us"
+    assert tenant_at(client, Host="app.example.eu") == "eu"
+    assert tenant_at(client, Host="app.example.eu:8443") == "eu"
+    assert tenant_at(client, Host="APP.Example.EU") == "eu"
+    assert tenant_at(client, Host="app.example.eu.") == "eu"
     assert tenant_at(client, Host="acme.eu.example.com") == "eu"
     assert tenant_at(client, Host="a.b.us.example.com:80") == "us"
     # The wildcard needs a label: the bare parent is not in the list; the default answers.
     assert tenant_at(client, Host="eu.example.com") == "us"
     assert tenant_at(client, Host="elsewhere.org") == "us"
     assert tenant_at(client) == "us"  # httpx sends Host: 127.0.0.1:<port>
-    assert tenant_at(client, "/whoami-sync", Host="app.cal.eu") == "eu"
-    assert tenant_at(client, "/dep", Host="app.cal.eu") == "eu"
+    assert tenant_at(client, "/whoami-sync", Host="app.example.eu") == "eu"
+    assert tenant_at(client, "/dep", Host="app.example.eu") == "eu"
 
 
 def test_host_map_without_default_refuses_unknown_hosts(
     serve: Callable[..., httpx.Client],
 ) -> None:
-    client = serve(HostMapResolver(CAL_HOSTS))
+    client = serve(HostMapResolver(REGION_HOSTS))
     assert tenant_at(client, Host="x.us.example.com") == "us"
     assert_unknown(client.get("/whoami", headers={"Host": "elsewhere.org"}))
     assert_unknown(client.get("/whoami"))
-    assert_unknown(client.get("/whoami", headers={"Host": "app.cal.com:http"}))
+    assert_unknown(client.get("/whoami", headers={"Host": "app.example.com:http"}))
     assert_unknown(client.get("/no-such-route", headers={"Host": "elsewhere.org"}))
 
 
 def test_host_map_refuses_a_bad_configuration() -> None:
     with pytest.raises(ValueError, match="listed for 'us' and 'eu'"):
-        HostMapResolver({"us": ["app.cal.com"], "eu": ["APP.cal.com"]})
+        HostMapResolver({"us": ["app.example.com"], "eu": ["APP.example.com"]})
     with pytest.raises(TypeError, match="list of patterns"):
-        HostMapResolver({"us": "app.cal.com"})
+        HostMapResolver({"us": "app.example.com"})
     with pytest.raises(ValueError, match="reserved"):
-        HostMapResolver({"public": ["app.cal.com"]})
+        HostMapResolver({"public": ["app.example.com"]})
     with pytest.raises(ValueError, match="lower-case"):
-        HostMapResolver(CAL_HOSTS, default="US")
+        HostMapResolver(REGION_HOSTS, default="US")
 
 
 def test_subdomain(serve: Callable[..., httpx.Client]) -> None:
@@ -300,7 +305,7 @@ def test_hostile_hosts_get_the_same_404(serve: Callable[..., httpx.Client]) -> N
     for resolver in (
         SubdomainResolver("example.com"),
         HostMapResolver({"us": ["*"]}),
-        HostMapResolver(CAL_HOSTS, default="us"),
+        HostMapResolver(REGION_HOSTS, default="us"),
     ):
         client = serve(resolver)
         for host in hosts:
@@ -322,18 +327,18 @@ def test_ipv6_host_literals(serve: Callable[..., httpx.Client]) -> None:
 
 
 def test_exempt_paths_need_no_tenant_and_see_none(serve: Callable[..., httpx.Client]) -> None:
-    client = serve(HostMapResolver(CAL_HOSTS))
+    client = serve(HostMapResolver(REGION_HOSTS))
     nowhere = {"Host": "nowhere.invalid"}
     assert client.get("/health/live", headers=nowhere).json() == {"status": "ok"}
     assert client.get("/openapi.json", headers=nowhere).status_code == 200
     assert client.get("/docs", headers=nowhere).status_code == 200
-    assert client.get("/probe", headers={"Host": "app.cal.eu"}).json() == {"slug": None}
+    assert client.get("/probe", headers={"Host": "app.example.eu"}).json() == {"slug": None}
     # Exempt means the path or below it, not any path that starts with the same letters.
     assert_unknown(client.get("/publicity", headers=nowhere))
     # A route that needs a tenant on an exempt path is a wiring mistake: 404, not 500.
-    assert_unknown(client.get("/public/needs-tenant", headers={"Host": "app.cal.eu"}))
+    assert_unknown(client.get("/public/needs-tenant", headers={"Host": "app.example.eu"}))
     # Nothing leaks to the next request on the same keep-alive connection.
-    assert tenant_at(client, Host="app.cal.eu") == "eu"
+    assert tenant_at(client, Host="app.example.eu") == "eu"
     assert client.get("/probe").json() == {"slug": None}
 
 

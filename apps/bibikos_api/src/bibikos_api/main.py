@@ -1,10 +1,13 @@
 """bibikos_api: the bibikos database wired into the shared modules, plus gym routes.
 
-Run: `uv run uvicorn bibikos_api.main:app` (or `make run-bibikos`). BIBIKOS_DATABASE_URL
-points it at any PostgreSQL; unset in development, the embedded server is used. With
-BIBIKOS_TENANT_URLS set (one database per tenant), every request is routed by host to its
-tenant's database (BIBIKOS_API_TENANT_HOSTS, e.g. {"us": ["us.gym.example"], "eu": [...]},
-or BIBIKOS_API_TENANT_BASE_DOMAIN / _HEADER).
+Run: `uv run uvicorn bibikos_api.main:create_app --factory` (or `make run-bibikos`).
+BIBIKOS_DATABASE_URL points it at any PostgreSQL; unset in development, the embedded server
+is used. With BIBIKOS_TENANT_URLS set (one database per tenant), every request is routed by
+host to its tenant's database (BIBIKOS_API_TENANT_HOSTS, e.g. {"us": ["us.gym.example"],
+"eu": [...]}, or BIBIKOS_API_TENANT_BASE_DOMAIN / _HEADER).
+
+Importing this module builds nothing and reads no settings: ``create_app`` does, when the
+server (or a test) calls it.
 """
 
 from __future__ import annotations
@@ -13,8 +16,7 @@ from fastapi import FastAPI
 from pydantic_settings import SettingsConfigDict
 
 import bibikos_db
-from api_kit import bind_database, create_api
-from api_kit.routing import TenantRoutingSettings, add_tenant_routing
+from api_kit import TenantRoutingSettings, bind_database, create_api, tenant_routing
 from auth.router import router as auth_router
 from auth.webhooks import router as identity_webhook_router
 from bibikos_api.gym.router import router as gym_router
@@ -41,9 +43,16 @@ def default_database() -> Database:
 def create_app(
     database: Database | None = None, routing: TenantRoutingSettings | None = None
 ) -> FastAPI:
-    """The app, bound to ``database`` (default: see ``default_database``)."""
+    """The app, bound to ``database`` (default: see ``default_database``).
+
+    Reads the database's settings (a missing BIBIKOS_DATABASE_URL outside development stops
+    here, naming the variable) and, for a multi-tenant database, the routing settings.
+    """
     db = database if database is not None else default_database()
-    app = create_api(
+    tenancy = None
+    if isinstance(db, TenantDirectory) and db.multi_tenant:
+        tenancy = tenant_routing(db, routing or BibikosApiRouting())
+    return create_api(
         name="bibikos_api",
         description=DESCRIPTION,
         binders=[bind_database(db)],
@@ -55,10 +64,8 @@ def create_app(
             contact_router,
             gym_router,
         ],
+        tenancy=tenancy,
     )
-    if isinstance(db, TenantDirectory) and db.multi_tenant:
-        add_tenant_routing(app, db, routing or BibikosApiRouting())
-    return app
 
 
-app = create_app()
+__all__ = ["DESCRIPTION", "BibikosApiRouting", "create_app", "default_database"]

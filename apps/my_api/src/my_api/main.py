@@ -1,9 +1,12 @@
 """my_api: the core database wired into auth, notifications, payments and contact.
 
-Run: `uv run uvicorn my_api.main:app` (or `make run`). Set DATABASE_URL to use any
-PostgreSQL; unset in development, the embedded server is used. With
+Run: `uv run uvicorn my_api.main:create_app --factory` (or `make run`). Set DATABASE_URL to
+use any PostgreSQL; unset in development, the embedded server is used. With
 CORE_DB_MULTI_TENANT=true every request is routed to its tenant's schema by
 MY_API_TENANT_BASE_DOMAIN / MY_API_TENANT_HOSTS / MY_API_TENANT_HEADER.
+
+Importing this module builds nothing and reads no settings: ``create_app`` does, when the
+server (or a test) calls it.
 """
 
 from __future__ import annotations
@@ -12,8 +15,7 @@ from fastapi import FastAPI
 from pydantic_settings import SettingsConfigDict
 
 import core_db
-from api_kit import bind_database, create_api
-from api_kit.routing import TenantRoutingSettings, add_tenant_routing
+from api_kit import TenantRoutingSettings, bind_database, create_api, tenant_routing
 from auth.router import router as auth_router
 from auth.webhooks import router as identity_webhook_router
 from contact.router import router as contact_router
@@ -31,9 +33,14 @@ class MyApiRouting(TenantRoutingSettings):
 def create_app(
     database: SQLAlchemyDatabase | None = None, routing: TenantRoutingSettings | None = None
 ) -> FastAPI:
-    """The app, bound to ``database`` (default: the process-wide core_db.database)."""
+    """The app, bound to ``database`` (default: the process-wide core_db.database).
+
+    Reads the database's settings (a missing DATABASE_URL outside development stops here,
+    naming the variable) and, for a multi-tenant database, the routing settings.
+    """
     db = database if database is not None else core_db.database
-    app = create_api(
+    tenancy = tenant_routing(db, routing or MyApiRouting()) if db.multi_tenant else None
+    return create_api(
         name="my_api",
         description=DESCRIPTION,
         binders=[bind_database(db)],
@@ -44,10 +51,8 @@ def create_app(
             payments_router,
             contact_router,
         ],
+        tenancy=tenancy,
     )
-    if db.multi_tenant:
-        add_tenant_routing(app, db, routing or MyApiRouting())
-    return app
 
 
-app = create_app()
+__all__ = ["DESCRIPTION", "MyApiRouting", "create_app"]

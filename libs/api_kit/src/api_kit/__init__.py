@@ -1,8 +1,14 @@
-"""FastAPI glue shared by feature modules and apps (no engines, no db libs)."""
+"""FastAPI glue shared by feature modules and apps (no engines, no db libs, no features).
 
-from api_kit.app import bind_database, create_api
+``create_api`` builds an app from binders (svcs), routers and optional tenant routing;
+``DatabaseDep`` gives routes the bound ``Database``; ``response_for`` is the one mapping
+of ``db_shared`` database errors and domain refusals to HTTP.
+"""
+
+from api_kit.app import Binder, bind_database, create_api
 from api_kit.deps import DatabaseDep, IdPath, get_database
-from api_kit.errors import ProblemError, install_error_handlers, response_for
+from api_kit.errors import install_error_handlers, response_for
+from api_kit.routing import TenantRoutingSettings, tenant_routing
 from api_kit.tenancy import (
     CallableResolver,
     CurrentTenantDep,
@@ -13,13 +19,16 @@ from api_kit.tenancy import (
     SubdomainResolver,
     TenantMiddleware,
     TenantResolver,
+    TenantRouting,
     get_current_tenant,
+    tenant_exempt,
 )
 from api_kit.types import MAX_ID, AwareDatetime, StrictId, StrictInt4, StrictInt8
 
 __all__ = [
     "MAX_ID",
     "AwareDatetime",
+    "Binder",
     "CallableResolver",
     "CurrentTenantDep",
     "DatabaseDep",
@@ -28,17 +37,20 @@ __all__ = [
     "HeaderResolver",
     "HostMapResolver",
     "IdPath",
-    "ProblemError",
     "StrictId",
     "StrictInt4",
     "StrictInt8",
     "SubdomainResolver",
     "TenantMiddleware",
     "TenantResolver",
+    "TenantRouting",
+    "TenantRoutingSettings",
     "bind_database",
     "create_api",
     "get_current_tenant",
     "get_database",
     "install_error_handlers",
     "response_for",
+    "tenant_exempt",
+    "tenant_routing",
 ]

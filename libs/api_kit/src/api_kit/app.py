@@ -7,10 +7,12 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
+from starlette.middleware import Middleware
 
 from api_kit._svcs import svcs
 from api_kit.errors import install_error_handlers
 from api_kit.observability import CorrelationIdMiddleware, configure_logging, metrics
+from api_kit.tenancy import TenantRouting
 from db_shared import DATABASE, Database, TenantHealth, Token
 from db_shared.errors import ConfigurationError, DatabaseError, DatabaseUnavailableError
 
@@ -37,6 +39,7 @@ def create_api(
     binders: Sequence[Binder],
     routers: Sequence[APIRouter],
     requires: Sequence[Token[object]] = (DATABASE,),  # type: ignore[assignment]
+    tenancy: TenantRouting | None = None,
     version: str = "0.1.0",
     description: str = "",
     max_body_size: int = 1_048_576,
@@ -45,6 +48,10 @@ def create_api(
 
     An unbound token stops start-up with an error naming the app and the missing binding.
     Bodies over ``max_body_size`` bytes are refused with 413 before they are read whole.
+    With ``tenancy`` every request runs for its tenant (``TenantMiddleware``, inside the
+    correlation id so tenant refusals carry one); routers marked ``tenant_exempt`` and the
+    health, metrics and docs paths run without. Logging gets the correlation id and tenant
+    on every record (``configure_logging``) when the app is built, never on import.
     """
 
     @svcs.fastapi.lifespan
@@ -58,16 +65,20 @@ def create_api(
                 raise token.unbound(f"The app {name!r} includes routers that need it")
         yield {}
 
+    # Outermost first: the correlation id wraps everything, tenant refusals included.
+    middleware = [Middleware(CorrelationIdMiddleware)]
+    if tenancy is not None:
+        middleware.append(tenancy.middleware(routers))
     app = FastAPI(
         title=name,
         version=version,
         description=description,
         lifespan=lifespan,
+        middleware=middleware,
         max_body_size=max_body_size,
     )
     install_error_handlers(app)
     configure_logging()
-    app.add_middleware(CorrelationIdMiddleware)
     app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
     for router in routers:
         app.include_router(router)

@@ -13,8 +13,11 @@ from db_shared import DATABASE, Database
 
 async def get_database(request: Request) -> Database:
     """The ``Database`` the app bound to the ``DATABASE`` token at start-up."""
-    registry: svcs.Registry | None = getattr(request.state, "svcs_registry", None)
-    if registry is None or DATABASE not in registry:  # type: ignore[operator]
+    try:
+        registry = svcs.fastapi.get_registry(request.app)
+    except LookupError:  # an app whose lifespan is not svcs-aware
+        raise DATABASE.unbound(request.app.title) from None
+    if DATABASE not in registry:  # type: ignore[operator]  # svcs keys are hashables
         raise DATABASE.unbound(request.app.title)
     # Values need no per-request container: a registry lookup is enough.
     async with svcs.Container(registry) as container:
@@ -24,3 +27,5 @@ async def get_database(request: Request) -> Database:
 
 DatabaseDep = Annotated[Database, Depends(get_database)]
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="Positive 64-bit id")]
+
+__all__ = ["DatabaseDep", "IdPath", "get_database"]

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from starlette.middleware import Middleware
 
-from api_kit.observability import CorrelationIdMiddleware
 from api_kit.tenancy import (
-    DEFAULT_EXEMPT_PATHS,
     DefaultResolver,
     FirstMatch,
     HeaderResolver,
     HostMapResolver,
     SubdomainResolver,
-    TenantMiddleware,
     TenantResolver,
+    TenantRouting,
 )
 from db_shared import TenantDirectory
 from db_shared.errors import ConfigurationError
@@ -64,28 +60,18 @@ class TenantRoutingSettings(BaseSettings):
         return resolvers[0] if len(resolvers) == 1 else FirstMatch(*resolvers)
 
 
-def add_tenant_routing(
-    app: FastAPI, directory: TenantDirectory, routing: TenantRoutingSettings
-) -> None:
-    """Route every request to its tenant; only tenants ``directory`` knows are served."""
+def tenant_routing(directory: TenantDirectory, routing: TenantRoutingSettings) -> TenantRouting:
+    """Route every request to its tenant; only tenants ``directory`` knows are served.
+
+    Pass the result to ``create_api(tenancy=...)``; routers marked ``tenant_exempt`` are
+    let through without a tenant.
+    """
     resolver = routing.resolver()
 
     async def known(tenant: Tenant) -> bool:
         return await directory.tenant_exists(tenant.slug)
 
-    # Inside the correlation-id middleware (if any), so tenant 404s carry a request id too.
-    outer = [
-        i
-        for i, m in enumerate(app.user_middleware)
-        if m.cls == CorrelationIdMiddleware  # type: ignore[comparison-overlap]
-    ]
-    app.user_middleware.insert(
-        outer[0] + 1 if outer else 0,
-        Middleware(
-            TenantMiddleware,
-            resolver=resolver,
-            known=known,
-            # The identity webhook names its tenant in the signed payload.
-            exempt_paths=(*DEFAULT_EXEMPT_PATHS, "/auth/webhooks"),
-        ),
-    )
+    return TenantRouting(resolver=resolver, known=known)
+
+
+__all__ = ["TenantRoutingSettings", "tenant_routing"]

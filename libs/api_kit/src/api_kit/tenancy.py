@@ -15,14 +15,16 @@ import ipaddress
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
-from fastapi import Depends
+from fastapi import APIRouter, Depends
 from fastapi.requests import HTTPConnection
 from fastapi.responses import JSONResponse
+from starlette.middleware import Middleware
 
-from api_kit.errors import ProblemError, problem, response_for
-from db_shared.errors import DatabaseError
+from api_kit.errors import problem, response_for
+from db_shared.errors import DatabaseError, DomainError, ResourceNotFoundError
 from db_shared.tenancy import (
     InvalidTenantError,
     Tenant,
@@ -108,9 +110,9 @@ def request_host(scope: Scope) -> str | None:
 
 
 class HostMapResolver:
-    """Tenants by host pattern, like the seed's US/EU ``activeOn`` lists.
+    """Tenants by host pattern: each tenant (a US and an EU region, say) lists its hosts.
 
-    ``HostMapResolver({"us": ["app.cal.com", "*.us.example.com"], "eu": [...]},
+    ``HostMapResolver({"us": ["app.example.com", "*.us.example.com"], "eu": [...]},
     default="us")``. Patterns are ``fnmatch`` globs on the lower-cased host without port,
     tried in order; ``*`` and ``?`` are the only wildcards (``[`` is literal, so an IPv6
     host such as ``[::1]`` can be listed). ``default`` answers a well-formed host no
@@ -269,7 +271,7 @@ class TenantMiddleware:
         except (InvalidTenantError, UnknownTenantError) as exc:
             log.info("tenant refused for %s: %s", scope["path"], exc)
             tenant = None
-        except (DatabaseError, ProblemError) as exc:
+        except (DatabaseError, DomainError) as exc:
             await self._refuse(scope, receive, send, response_for(exc))
             return
         if tenant is None:
@@ -299,6 +301,54 @@ class TenantMiddleware:
         await response(scope, receive, send)
 
 
+TENANT_EXEMPT_MARK = "api_kit_tenant_exempt"
+
+
+def tenant_exempt(router: APIRouter) -> APIRouter:
+    """Mark ``router``: its requests name their tenant themselves (e.g. in a signed body).
+
+    ``TenantMiddleware`` lets every path under the router's prefix through with no tenant
+    set (``create_api`` reads the mark), so the route must enter the tenant's context
+    itself. Returns ``router``.
+    """
+    setattr(router, TENANT_EXEMPT_MARK, True)
+    return router
+
+
+def tenant_exempt_paths(routers: Iterable[APIRouter]) -> tuple[str, ...]:
+    """The paths ``tenant_exempt`` routers own: their prefix, else each route's path."""
+    paths: list[str] = []
+    for router in routers:
+        if not getattr(router, TENANT_EXEMPT_MARK, False):
+            continue
+        if router.prefix:
+            paths.append(router.prefix)
+        else:
+            paths.extend(str(getattr(route, "path", "")) for route in router.routes)
+    return tuple(path for path in paths if path.strip("/"))
+
+
+@dataclass(frozen=True)
+class TenantRouting:
+    """How an app finds each request's tenant; ``create_api(tenancy=...)`` installs it.
+
+    ``known`` (optional) refuses tenants that resolve but are not served (404).
+    """
+
+    resolver: TenantResolver
+    known: KnownCheck | None = None
+    exempt_paths: Sequence[str] = DEFAULT_EXEMPT_PATHS
+
+    def middleware(self, routers: Iterable[APIRouter] = ()) -> Middleware:
+        """``TenantMiddleware`` exempting ``exempt_paths`` and the ``tenant_exempt`` routers."""
+        return Middleware(
+            TenantMiddleware,
+            resolver=self.resolver,
+            known=self.known,
+            exempt_paths=(*self.exempt_paths, *tenant_exempt_paths(routers)),
+        )
+
+
 def unknown_tenant_response() -> JSONResponse:
     """The 404 every unknown or malformed tenant gets."""
     return problem(404, UNKNOWN_TENANT_CODE, UNKNOWN_TENANT_DETAIL)
@@ -316,7 +366,7 @@ async def get_current_tenant() -> Tenant:
             "a route asked for the current tenant but none is set: is TenantMiddleware "
             "installed, and is the path outside its exempt_paths?"
         )
-        raise ProblemError(404, UNKNOWN_TENANT_CODE, UNKNOWN_TENANT_DETAIL)
+        raise ResourceNotFoundError(UNKNOWN_TENANT_CODE, UNKNOWN_TENANT_DETAIL)
     return tenant
 
 

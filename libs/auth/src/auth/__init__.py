@@ -1,4 +1,10 @@
-"""Shared auth feature module: table mixins, written once for every db lib."""
+"""Shared auth feature module: table mixins, written once for every db lib.
+
+The use cases live in ``auth.service``, the routes in ``auth.router`` and
+``auth.webhooks``, the request dependencies in ``auth.dependencies`` (all in the ``api``
+extra: ``auth[api]``); they are not imported here, so a db lib importing the tables (or
+``auth.seed``) loads neither FastAPI, api_kit nor pydantic.
+"""
 
 from auth.tables import (
     AuthSessionTable,
@@ -7,6 +13,7 @@ from auth.tables import (
     RoleTable,
     UserProfileTable,
     UserRoleTable,
+    WebhookEventTable,
 )
 
 __all__ = [
@@ -16,4 +23,5 @@ __all__ = [
     "RoleTable",
     "UserProfileTable",
     "UserRoleTable",
+    "WebhookEventTable",
 ]

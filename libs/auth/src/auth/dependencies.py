@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api_kit import DatabaseDep, ProblemError
+from api_kit import DatabaseDep
 from auth.service import AuthService, CurrentUser
+from db_shared.errors import ForbiddenError, UnauthenticatedError
 
 _bearer = HTTPBearer(auto_error=False, description="Session token from POST /auth/login")
 
@@ -24,10 +25,10 @@ BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 async def current_user(service: AuthServiceDep, credentials: BearerDep) -> CurrentUser:
     if credentials is None or len(credentials.credentials) > 256:
-        raise ProblemError(401, "unauthenticated", "Send 'Authorization: Bearer <token>'.")
+        raise UnauthenticatedError("unauthenticated", "Send 'Authorization: Bearer <token>'.")
     user = await service.user_for_token(credentials.credentials)
     if user is None:
-        raise ProblemError(401, "unauthenticated", "The session token is invalid or expired.")
+        raise UnauthenticatedError("unauthenticated", "The session token is invalid or expired.")
     return user
 
 
@@ -39,7 +40,7 @@ def require_role(role: str) -> Callable[[CurrentUser], Awaitable[CurrentUser]]:
 
     async def check(user: CurrentUserDep) -> CurrentUser:
         if not user.has_role(role):
-            raise ProblemError(403, "forbidden", f"This needs the '{role}' role.")
+            raise ForbiddenError("forbidden", f"This needs the '{role}' role.")
         return user
 
     return check

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import unicodedata
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -16,17 +15,7 @@ from pydantic import (
     StringConstraints,
 )
 
-
-def normalize_email(value: str) -> str:
-    """The one form an email is stored and looked up in: NFKC, then casefolded.
-
-    fullwidth ``ada@example.com`` (U+FF41...), ``ADA@example.com`` and ``ada@example.com`` are one
-    address, and ``STRAßE@`` is ``strasse@``. NFKC again after casefolding (which can
-    denormalise) and ``lower`` at the end (casefolding maps a few scripts, e.g. Cherokee, to
-    upper case) make the result stable and satisfy the table's ``email = lower(email)``.
-    """
-    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", value).casefold())
-    return folded.lower()
+from auth.emails import normalize_email
 
 
 def _normalize_input(value: Any) -> Any:

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from auth.schemas import normalize_email
+from auth.emails import normalize_email
 from auth.tables import AuthUserTable, RoleTable, UserRoleTable
 
 ROLES = {"admin": "Full access, including contact messages", "user": "A signed-up user"}

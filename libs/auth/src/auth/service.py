@@ -12,9 +12,8 @@ from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api_kit import ProblemError
+from auth.emails import normalize_email
 from auth.passwords import hash_password, verify_password
-from auth.schemas import normalize_email
 from auth.tables import (
     AuthSessionTable,
     AuthUserTable,
@@ -24,6 +23,7 @@ from auth.tables import (
     UserRoleTable,
 )
 from db_shared import Database, NotFoundError, transact
+from db_shared.errors import UnauthenticatedError
 
 SESSION_TTL = timedelta(days=14)
 DEFAULT_ROLE = "user"
@@ -84,7 +84,7 @@ class AuthService:
             )
         valid = await verify_password(password, user.password_hash if user else None)
         if user is None or not valid or not user.is_active:
-            raise ProblemError(401, "invalid_credentials", "Wrong email or password.")
+            raise UnauthenticatedError("invalid_credentials", "Wrong email or password.")
         token = secrets.token_urlsafe(32)
         expires_at = datetime.now(UTC) + SESSION_TTL
         async with self.db.session() as s:

@@ -29,11 +29,16 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from api_kit import AwareDatetime, DatabaseDep, ProblemError
+from api_kit import AwareDatetime, DatabaseDep, tenant_exempt
 from auth.schemas import Email
 from auth.tables import AuthSessionTable, AuthUserTable, ProviderTable, WebhookEventTable
 from db_shared import Database, TenantDirectory, transact
-from db_shared.errors import ConfigurationError
+from db_shared.errors import (
+    ConfigurationError,
+    InvalidInputError,
+    ResourceNotFoundError,
+    UnauthenticatedError,
+)
 from db_shared.tenancy import (
     UnknownTenantError,
     current_tenant_or_none,
@@ -109,9 +114,8 @@ def sign(secret: str, event_id: str, timestamp: int, body: bytes) -> dict[str, s
     }
 
 
-def _bad_signature(detail: str = "") -> ProblemError:
-    return ProblemError(
-        401,
+def _bad_signature(detail: str = "") -> UnauthenticatedError:
+    return UnauthenticatedError(
         "bad_signature",
         detail
         or f"Missing or wrong {SIGNATURE_HEADER} (Standard Webhooks: "
@@ -119,10 +123,9 @@ def _bad_signature(detail: str = "") -> ProblemError:
     )
 
 
-def _timestamp_refused() -> ProblemError:
+def _timestamp_refused() -> UnauthenticatedError:
     minutes = int(TOLERANCE.total_seconds() // 60)
-    return ProblemError(
-        401,
+    return UnauthenticatedError(
         "timestamp_outside_tolerance",
         f"{TIMESTAMP_HEADER} is more than {minutes} minutes from this server's clock: sign each "
         "delivery with the current time.",
@@ -130,11 +133,15 @@ def _timestamp_refused() -> ProblemError:
 
 
 def verify(secret: SecretStr | None, body: bytes, headers: dict[str, str]) -> tuple[str, datetime]:
-    """The verified event id and signed time of a request; ``ProblemError`` 404/401 if not."""
+    """The verified event id and signed time of a request.
+
+    Raises ``ResourceNotFoundError`` when no secret is configured (the webhook is off) and
+    ``UnauthenticatedError`` when the signature or its timestamp is refused.
+    """
     if secret is None:
         # Disabled rather than failing: a 5xx would make senders retry forever.
-        raise ProblemError(
-            404, "webhook_disabled", "Set AUTH_WEBHOOK_SECRET to accept identity events."
+        raise ResourceNotFoundError(
+            "webhook_disabled", "Set AUTH_WEBHOOK_SECRET to accept identity events."
         )
     event_id = headers.get(ID_HEADER, "")
     stamp = headers.get(TIMESTAMP_HEADER, "")
@@ -190,8 +197,8 @@ async def apply_identity_event(
     )
     data = event.data
     if event.type is not IdentityEventType.DELETED and data.email is None:
-        raise ProblemError(
-            422, "email_required", "identity.created/updated events need data.email."
+        raise InvalidInputError(
+            "email_required", "identity.created/updated events need data.email."
         )
     tenant = current_tenant_or_none()
     lock_key = f"auth.identity:{tenant.slug if tenant else '-'}:{data.id}"
@@ -268,7 +275,8 @@ async def apply_identity_event(
     return await transact(db, work)
 
 
-router = APIRouter(prefix="/auth/webhooks", tags=["auth"])
+# The event names its tenant in the signed body, so no host or header routing applies.
+router = tenant_exempt(APIRouter(prefix="/auth/webhooks", tags=["auth"]))
 
 
 @router.post("/identity")
@@ -285,16 +293,16 @@ async def identity_webhook(request: Request, db: DatabaseDep) -> dict[str, Any]:
     try:
         event = IdentityEvent.model_validate(json.loads(body))
     except (ValueError, ValidationError) as exc:
-        raise ProblemError(
-            422, "invalid_event", "The event is not a valid identity event."
+        raise InvalidInputError(
+            "invalid_event", "The event is not a valid identity event."
         ) from exc
     if event.id != event_id:
-        raise ProblemError(
-            422, "event_id_mismatch", f"The event's id must equal the {ID_HEADER} header."
+        raise InvalidInputError(
+            "event_id_mismatch", f"The event's id must equal the {ID_HEADER} header."
         )
     when = event.occurred_at or signed_at
     if when > datetime.now(UTC) + TOLERANCE:
-        raise ProblemError(422, "invalid_event", "occurred_at lies in the future.")
+        raise InvalidInputError("invalid_event", "occurred_at lies in the future.")
     slug = validate_tenant_slug(event.tenant_id)
     with tenant_context(slug):
         if isinstance(db, TenantDirectory) and db.multi_tenant and not await db.tenant_exists(slug):

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
 
-from api_kit import ProblemError
 from contact.tables import ContactMessageStatus, ContactMessageTable
 from db_shared import Database, NotFoundError
+from db_shared.errors import ConflictError
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class ContactService:
             return Inbox(list(rows), total or 0)
 
     async def resolve(self, message_id: int, admin_id: int) -> ContactMessageTable:
-        """Mark a new message resolved by ``admin_id``; a resolved one is refused (409)."""
+        """Mark a new message resolved by ``admin_id``; a resolved one is a ``ConflictError``."""
         M = self.Message
         async with self.db.session() as s:
             # One conditional UPDATE: of two admins resolving at once, exactly one wins.
@@ -68,8 +68,7 @@ class ContactService:
             current = await s.get(M, message_id)
         if current is None:
             raise NotFoundError("contact message", message_id)
-        raise ProblemError(
-            409,
+        raise ConflictError(
             "already_resolved",
             f"Contact message {message_id} was already resolved at {current.resolved_at}.",
         )

@@ -101,3 +101,39 @@ class SerializationFailureError(RetryableError):
 
 class DeadlockDetectedError(RetryableError):
     """SQLSTATE 40P01: PostgreSQL broke a deadlock by aborting this transaction."""
+
+
+# --- domain refusals ----------------------------------------------------------------------
+# Feature services raise these when a use case refuses a request. They carry what the caller
+# needs to know (a stable ``code``, a human ``detail``, the ``fields`` at fault) and no
+# transport status: the web layer (api_kit) maps each kind to HTTP in one table.
+
+
+class DomainError(Exception):
+    """A use case refused the request; ``code`` is stable, ``detail`` is for people."""
+
+    def __init__(self, code: str, detail: str, *, fields: tuple[str, ...] = ()) -> None:
+        self.code = code
+        self.detail = detail
+        self.fields = fields
+        super().__init__(detail)
+
+
+class ResourceNotFoundError(DomainError):
+    """What the request names does not exist (or is not the caller's to see)."""
+
+
+class ConflictError(DomainError):
+    """The request contradicts the current state: already done, full, ended, started."""
+
+
+class ForbiddenError(DomainError):
+    """The caller is known but may not do this (a missing role or membership)."""
+
+
+class UnauthenticatedError(DomainError):
+    """The caller could not be identified: no, wrong or expired credentials or signature."""
+
+
+class InvalidInputError(DomainError):
+    """The input is well-formed but refused by a rule of the use case."""

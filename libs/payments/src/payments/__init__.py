@@ -1,8 +1,8 @@
 """Shared payments feature module: table mixins, written once for every db lib.
 
-The use cases live in ``payments.service`` and the routes in ``payments.router``; they
-are not re-exported here, so a db lib importing the tables loads neither FastAPI nor
-api_kit.
+The use cases live in ``payments.service`` and the routes in ``payments.router`` (the
+``api`` extra: ``payments[api]``); they are not imported here, so a db lib importing the
+tables (or ``payments.seed``) loads neither FastAPI nor api_kit.
 """
 
 from payments.tables import (

@@ -16,8 +16,8 @@ from sqlalchemy import ColumnElement, and_, func, not_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api_kit import ProblemError
 from db_shared import Database, NotFoundError, transact
+from db_shared.errors import ConflictError, InvalidInputError
 from payments.tables import (
     PaymentCustomerTable,
     PriceInterval,
@@ -154,8 +154,9 @@ class PaymentService:
     async def subscribe(self, user_id: int, price_id: int) -> SubscriptionView:
         """Start an active subscription to a recurring price, creating the customer if new.
 
-        Refuses a missing price (404), an inactive one (409), a one-off one (422) and a
-        second live subscription of the same user to the same price (409).
+        Refuses a missing price (``NotFoundError``), an inactive one (``ConflictError``), a
+        one-off one (``InvalidInputError``) and a second live subscription of the same user
+        to the same price (``ConflictError``).
         """
         P, Pr, C, S = self.Product, self.Price, self.Customer, self.Subscription
 
@@ -172,16 +173,14 @@ class PaymentService:
             price, product_active, now = found
             interval = PriceInterval(price.interval)
             if interval is PriceInterval.ONCE:
-                raise ProblemError(
-                    422,
+                raise InvalidInputError(
                     "price_not_recurring",
                     f"Price {price_id} is a one-off price; only monthly or yearly prices "
                     "can be subscribed to.",
                     fields=("price_id",),
                 )
             if not (price.is_active and product_active):
-                raise ProblemError(
-                    409,
+                raise ConflictError(
                     "price_inactive",
                     f"Price {price_id} is no longer offered.",
                     fields=("price_id",),
@@ -206,8 +205,7 @@ class PaymentService:
                 )
             )
             if duplicate is not None:
-                raise ProblemError(
-                    409,
+                raise ConflictError(
                     "already_subscribed",
                     f"You already have subscription {duplicate} to price {price_id}.",
                     fields=("price_id",),
@@ -231,7 +229,8 @@ class PaymentService:
     ) -> SubscriptionView:
         """Cancel now (status ``canceled``) or at the end of the current period.
 
-        Another user's subscription is reported missing (404); an ended one is 409.
+        Another user's subscription is reported missing (``NotFoundError``); an ended one is
+        a ``ConflictError``.
         Asking again to cancel at period end changes nothing.
         """
         Pr, C, S = self.Price, self.Customer, self.Subscription
@@ -250,8 +249,7 @@ class PaymentService:
                 raise NotFoundError("subscription", subscription_id)
             sub, price, now = found
             if sub.status in ENDED:
-                raise ProblemError(
-                    409,
+                raise ConflictError(
                     "subscription_ended",
                     f"Subscription {subscription_id} is already {sub.status}.",
                 )

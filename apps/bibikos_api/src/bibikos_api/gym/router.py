@@ -6,12 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from api_kit import AwareDatetime, DatabaseDep, IdPath, ProblemError
+from api_kit import AwareDatetime, DatabaseDep, IdPath
 from api_kit.pagination import Limit, Offset, Page
 from auth.dependencies import AdminDep, CurrentUserDep
 from bibikos_api.gym.schemas import BookingOut, ClassIn, ClassOut, MemberOut, MembershipIn
 from bibikos_api.gym.service import GymService
 from bibikos_db.models import BookingStatus, MembershipType
+from db_shared.errors import InvalidInputError
 
 router = APIRouter(prefix="/gym", tags=["gym"])
 
@@ -66,7 +67,7 @@ async def list_classes(
 ) -> list[ClassOut]:
     """Classes starting in [from, to), earliest first; without ``from``, upcoming ones."""
     if start is not None and end is not None and end <= start:
-        raise ProblemError(422, "invalid_range", "'to' must be later than 'from'.")
+        raise InvalidInputError("invalid_range", "'to' must be later than 'from'.")
     return await service.list_classes(start=start, end=end, limit=limit)
 
 

@@ -13,7 +13,6 @@ from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api_kit import ProblemError
 from api_kit.pagination import Page
 from api_kit.types import MAX_DATETIME
 from auth.service import CurrentUser
@@ -27,22 +26,22 @@ from bibikos_db.models import (
     MembershipType,
 )
 from db_shared import Database, transact
+from db_shared.errors import ConflictError, ForbiddenError, ResourceNotFoundError
 
 BOOKED = BookingStatus.BOOKED.value
 CANCELLED = BookingStatus.CANCELLED.value
 
 
-def _not_a_member() -> ProblemError:
-    return ProblemError(403, "not_a_member", "Join the gym first: POST /gym/members.")
+def _not_a_member() -> ForbiddenError:
+    return ForbiddenError("not_a_member", "Join the gym first: POST /gym/members.")
 
 
-def _class_not_found(class_id: int) -> ProblemError:
-    return ProblemError(404, "class_not_found", f"Gym class {class_id} does not exist.")
+def _class_not_found(class_id: int) -> ResourceNotFoundError:
+    return ResourceNotFoundError("class_not_found", f"Gym class {class_id} does not exist.")
 
 
-def _class_started(gym_class: GymClass) -> ProblemError:
-    return ProblemError(
-        409,
+def _class_started(gym_class: GymClass) -> ConflictError:
+    return ConflictError(
         "class_started",
         f"Gym class {gym_class.id} started at {gym_class.starts_at.isoformat()}; "
         "bookings can no longer change.",
@@ -118,14 +117,14 @@ class GymService:
         async with self.db.session() as s:
             member = (await s.scalars(stmt)).one_or_none()
         if member is None:
-            raise ProblemError(409, "already_member", "You are already a gym member.")
+            raise ConflictError("already_member", "You are already a gym member.")
         return _member_out(member, user.email)
 
     async def membership(self, user: CurrentUser) -> MemberOut:
         async with self.db.session() as s:
             member = await s.scalar(select(GymMember).where(GymMember.user_id == user.id))
         if member is None:
-            raise ProblemError(404, "not_a_member", "You are not a gym member.")
+            raise ResourceNotFoundError("not_a_member", "You are not a gym member.")
         return _member_out(member, user.email)
 
     async def list_members(
@@ -206,7 +205,7 @@ class GymService:
         async def work(s: AsyncSession) -> BookingOut:
             member = await self._member(s, user.id)
             if not member.is_active:
-                raise ProblemError(403, "membership_inactive", "Your gym membership is inactive.")
+                raise ForbiddenError("membership_inactive", "Your gym membership is inactive.")
             gym_class = await s.scalar(
                 select(GymClass).where(GymClass.id == class_id).with_for_update()
             )
@@ -223,8 +222,7 @@ class GymService:
                 )
             ).first()
             if previous is not None and previous.status == BOOKED:
-                raise ProblemError(
-                    409,
+                raise ConflictError(
                     "already_booked",
                     f"You already hold booking {previous.id} for this class.",
                 )
@@ -234,8 +232,8 @@ class GymService:
                 .where(Booking.class_id == class_id, Booking.status == BOOKED)
             )
             if (booked or 0) >= gym_class.capacity:
-                raise ProblemError(
-                    409, "class_full", f"All {gym_class.capacity} places of this class are taken."
+                raise ConflictError(
+                    "class_full", f"All {gym_class.capacity} places of this class are taken."
                 )
             if previous is None:
                 booking_id = await s.scalar(
@@ -283,9 +281,9 @@ class GymService:
                 )
             ).first()
             if row is None or (row.user_id != user.id and not user.has_role("admin")):
-                raise ProblemError(404, "booking_not_found", f"Booking {booking_id} not found.")
+                raise ResourceNotFoundError("booking_not_found", f"Booking {booking_id} not found.")
             if row.status == CANCELLED:
-                raise ProblemError(409, "already_cancelled", "This booking is already cancelled.")
+                raise ConflictError("already_cancelled", "This booking is already cancelled.")
             if row.GymClass.starts_at <= datetime.now(UTC):
                 raise _class_started(row.GymClass)
             await s.execute(
