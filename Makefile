@@ -35,12 +35,14 @@ install: bootstrap ## Create .venv with every workspace member and dev tool (uv.
 run: install ## my_api on http://127.0.0.1:8000 (docs at /docs), core database migrated and seeded
 	@$(DEV) $(RUN) db core migrate
 	@$(DEV) $(RUN) db core seed
-	@$(DEV) $(RUN) uvicorn my_api.main:app --host 127.0.0.1 --port $(or $(PORT),8000)
+	@url=$$($(DEV) $(RUN) db core dev-url) && \
+	  $(DEV) env $${url:+DATABASE_URL=$$url} $(RUN) uvicorn my_api.main:create_app --factory --host 127.0.0.1 --port $(or $(PORT),8000)
 
 run-bibikos: install ## bibikos_api on http://127.0.0.1:8001, bibikos database migrated and seeded
 	@$(DEV) $(RUN) db bibikos migrate
 	@$(DEV) $(RUN) db bibikos seed
-	@$(DEV) $(RUN) uvicorn bibikos_api.main:app --host 127.0.0.1 --port $(or $(PORT),8001)
+	@url=$$($(DEV) $(RUN) db bibikos dev-url) && \
+	  $(DEV) env $${url:+BIBIKOS_DATABASE_URL=$$url} $(RUN) uvicorn bibikos_api.main:create_app --factory --host 127.0.0.1 --port $(or $(PORT),8001)
 
 migrate-all: install ## Migrate every database (embedded PostgreSQL unless URLs are set) and print status
 	@for db in $(DATABASES); do $(DEV) $(RUN) db $$db migrate || exit 1; done
@@ -104,5 +106,5 @@ db-%-studio: install ## Web UI over the tables on 127.0.0.1:5555, read-only: ten
 	@$(DEV) $(RUN) db $* studio $(if $(tenant),--tenant "$(tenant)") $(if $(write),--write) $(if $(port),--port "$(port)") $(if $(host),--host "$(host)")
 
 clean-data: ## Stop the embedded PostgreSQL and delete .data/
-	@if [ -d .data/postgres/pgdata ]; then $(RUN) python -c "from db_kit.embedded import EmbeddedPostgres; from pathlib import Path; EmbeddedPostgres(Path('.data/postgres')).stop()"; fi
+	@if [ -d .data/postgres/pgdata ]; then $(RUN) python -c "from db_tools.embedded import EmbeddedPostgres; from pathlib import Path; EmbeddedPostgres(Path('.data/postgres')).stop()"; fi
 	@rm -rf .data

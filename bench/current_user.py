@@ -387,8 +387,8 @@ def main() -> None:
         return
 
     import core_db
-    from db_kit.migrations import Migrator
-    from db_kit.testing import start_server, url_string
+    from db_kit.migrations.migrator import Migrator
+    from db_tools.testing import start_server, url_string
 
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     pinned = not args.no_pin and len(cpus) >= 2

@@ -1,4 +1,4 @@
-"""Benchmark: migrating 1,000 tenant schemas with ``TenantMigrator.migrate_all``.
+"""Benchmark: migrating 1,000 tenant schemas with ``SchemaTenantMigrator.migrate_all``.
 
 (a) Nothing pending: ``migrate_all`` (the registry's rows at head, confirmed by one catalog
     query), and ``migrate_all(verify=True)`` (every version table read in one UNION ALL
@@ -12,7 +12,7 @@
 
     uv run python bench/tenancy_migrations.py [--tenants 1000] [--workers 2]
 
-Not a test: it prints numbers. One tenant is provisioned with ``TenantMigrator.create``;
+Not a test: it prints numbers. One tenant is provisioned with ``SchemaTenantMigrator.create``;
 the others are copies of its schema (see ``tenancy_sessions.clone_tenants``).
 """
 
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
     from db_kit.config import DatabaseConfig
-    from db_kit.tenant_migrations import TenantMigrator, TenantResult
+    from db_kit.migrations.schema_tenants import SchemaTenantMigrator, TenantResult
 
 COLUMN = "bench_note"
 REVISION = "bench0000001"
@@ -101,7 +101,7 @@ def psql(url: URL, script: str, folder: Path) -> None:
     """Run ``script`` with the embedded wheel's psql, stopping at the first error."""
     from psycopg.conninfo import make_conninfo
 
-    from db_kit.embedded import _bin_dir
+    from db_tools.embedded import _bin_dir
 
     path = folder / f"script_{uuid.uuid4().hex[:8]}.sql"
     path.write_text("SET client_min_messages = warning;\n" + script)
@@ -161,7 +161,7 @@ def floor_script(schemas: list[str], slugs: list[str]) -> str:
     return "\n".join(lines)
 
 
-def alembic_loop(tenants: TenantMigrator) -> float:
+def alembic_loop(tenants: SchemaTenantMigrator) -> float:
     """``alembic upgrade head`` per schema, as the runner drives it, with nothing skipped."""
     from alembic import command
     from sqlalchemy import text
@@ -191,21 +191,21 @@ def summary(results: list[TenantResult], seconds: float) -> str:
 def run(args: argparse.Namespace, url: URL, folder: Path) -> None:
     import core_db
     from core_db.config import REGISTRY
-    from db_kit.migrations import Migrator
-    from db_kit.tenant_migrations import TenantMigrator
+    from db_kit.migrations.migrator import Migrator
+    from db_kit.migrations.schema_tenants import SchemaTenantMigrator
 
     began = time.perf_counter()
     Migrator(REGISTRY, url).upgrade()
-    TenantMigrator(core_db.CONFIG, url).create(slug_of(0))
+    SchemaTenantMigrator(core_db.CONFIG, url).create(slug_of(0))
     print(
-        f"setup  registry + 1 tenant (TenantMigrator.create): {time.perf_counter() - began:.1f} s"
+        f"setup  registry + 1 tenant (SchemaTenantMigrator.create): {time.perf_counter() - began:.1f} s"
     )
     began = time.perf_counter()
     slugs = [slug_of(i) for i in range(args.tenants)]
     clone_tenants(url, slug_of(0), slugs[1:])
     print(f"setup  {args.tenants - 1} tenant schemas cloned: {time.perf_counter() - began:.1f} s")
     schemas = [f"tenant_{s}" for s in slugs]
-    tenants = TenantMigrator(core_db.CONFIG, url)
+    tenants = SchemaTenantMigrator(core_db.CONFIG, url)
     head = tenants.head()
 
     print(f"\n(a) nothing pending, {args.tenants} tenants", flush=True)
@@ -233,7 +233,7 @@ def run(args: argparse.Namespace, url: URL, folder: Path) -> None:
         print(f"    ratio loop / {label} = {ratio:.0f}x ({verdict} the 50x target)")
 
     print(f"\n(b) one pending nullable column, {args.tenants} tenants", flush=True)
-    pending = TenantMigrator(pending_config(folder, head), url)
+    pending = SchemaTenantMigrator(pending_config(folder, head), url)
     assert pending.head() == REVISION
     times: dict[str, float] = {}
     for label, workers in [(f"workers={args.workers}", args.workers), ("workers=1", 1)]:
@@ -283,7 +283,7 @@ def main() -> None:
         parser.error("--tenants must be at least 2")
 
     import core_db
-    from db_kit.testing import start_server, url_string
+    from db_tools.testing import start_server, url_string
 
     stop_on_sigterm()
     started = time.perf_counter()

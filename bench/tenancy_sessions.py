@@ -14,7 +14,7 @@ then its attributes, on one engine (pool, pre-ping, connect arguments), one at a
     uv run python bench/tenancy_sessions.py [--tenants 2000] [--ops 200] [--rounds 25]
 
 Targets: x100 / bare <= 1.05; x2000 / x1 <= 1.10. Not a test: it prints numbers. One
-tenant is provisioned with ``TenantMigrator.create``; the others are copies of its schema
+tenant is provisioned with ``SchemaTenantMigrator.create``; the others are copies of its schema
 (pg_dump of that schema, renamed), registered in ``core.tenants``.
 """
 
@@ -69,7 +69,7 @@ def dump_schema(url: URL, schema: str) -> str:
     """The schema's DDL and rows as SQL (the wheel's pg_dump), psql meta-commands removed."""
     from psycopg.conninfo import make_conninfo
 
-    from db_kit.embedded import _bin_dir
+    from db_tools.embedded import _bin_dir
 
     result = subprocess.run(
         [
@@ -91,16 +91,16 @@ def clone_tenants(
     """Copy the template tenant's schema (tables, indexes, alembic_version, rows) per slug.
 
     Each copy is registered in ``core.tenants`` as an active tenant at the template's
-    revision, as ``TenantMigrator.create`` would leave it, at a fraction of its cost.
+    revision, as ``SchemaTenantMigrator.create`` would leave it, at a fraction of its cost.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     import psycopg
 
     import core_db
-    from db_kit.tenant_migrations import TenantMigrator
+    from db_kit.migrations.schema_tenants import SchemaTenantMigrator
 
-    tenancy = TenantMigrator(core_db.CONFIG, url).tenancy
+    tenancy = SchemaTenantMigrator(core_db.CONFIG, url).tenancy
     source = tenancy.schema_for(template)
     script = dump_schema(url, source)
     if script.count(source) < 10:
@@ -155,8 +155,8 @@ def provision(url: URL, count: int) -> dict[str, float]:
 
     import core_db
     from core_db.config import REGISTRY
-    from db_kit.migrations import Migrator
-    from db_kit.tenant_migrations import TenantMigrator
+    from db_kit.migrations.migrator import Migrator
+    from db_kit.migrations.schema_tenants import SchemaTenantMigrator
 
     timings: dict[str, float] = {}
     began = time.perf_counter()
@@ -166,13 +166,13 @@ def provision(url: URL, count: int) -> dict[str, float]:
 
     began = time.perf_counter()
     template = slug_of(0)
-    TenantMigrator(core_db.CONFIG, url).create(template)
+    SchemaTenantMigrator(core_db.CONFIG, url).create(template)
     with psycopg.connect(**psycopg_kwargs(url)) as conn:
         for schema in ("public", f"tenant_{template}"):
             conn.execute(
                 f"INSERT INTO {schema}.auth_users (email) VALUES ('owner@{schema}.example')"
             )
-    timings["1 tenant with TenantMigrator.create"] = time.perf_counter() - began
+    timings["1 tenant with SchemaTenantMigrator.create"] = time.perf_counter() - began
 
     began = time.perf_counter()
     clone_tenants(url, template, [slug_of(i) for i in range(1, count)])
@@ -366,7 +366,7 @@ def main() -> None:
         parser.error("--tenants must be at least 2")
 
     import core_db
-    from db_kit.testing import start_server, url_string
+    from db_tools.testing import start_server, url_string
 
     stop_on_sigterm()
     started = time.perf_counter()

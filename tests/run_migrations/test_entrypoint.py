@@ -32,9 +32,9 @@ from sqlalchemy.engine import URL
 import bibikos_db
 import core_db
 from core_db.config import REGISTRY
-from db_kit.migrations import Migrator
-from db_kit.tenant_migrations import TenantMigrator
-from db_kit.testing import PostgresServer, run_sql, url_string
+from db_kit.migrations.migrator import Migrator
+from db_kit.migrations.schema_tenants import SchemaTenantMigrator
+from db_tools.testing import PostgresServer, run_sql, url_string
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRYPOINT = ROOT / "run_migrations" / "entrypoint.py"
@@ -146,7 +146,7 @@ def test_deploys_both_databases_then_is_a_no_op(
     assert {"auth_users", "gym_members"} <= tables(tenant_url)
 
     # A core tenant provisioned between deploys is found at head by the next one.
-    TenantMigrator(core_db.CONFIG, core_url).create("acme")
+    SchemaTenantMigrator(core_db.CONFIG, core_url).create("acme")
 
     second = run_entrypoint(env)
     assert second.code == 0, second.output

@@ -23,14 +23,12 @@ import bibikos_db
 from auth.service import AuthService
 from auth.tables import AuthUserTable
 from bibikos_db import CONFIG, BibikosSettings
-from db_kit.cli import build_app
-from db_kit.migrations import Migrator
-from db_kit.tenant_databases import (
-    StaticTenantResolver,
+from db_kit.migrations.migrator import Migrator
+from db_kit.tenancy import (
+    StaticTenantUrlResolver,
     TenantDatabaseUnavailableError,
     TenantRoutedDatabase,
 )
-from db_kit.testing import PostgresServer
 from db_shared import (
     ConfigurationError,
     Database,
@@ -41,6 +39,8 @@ from db_shared import (
     UnknownTenantError,
     tenant_context,
 )
+from db_tools.cli import build_app
+from db_tools.testing import PostgresServer
 
 MALICIOUS = ['x";DROP DATABASE postgres;--', "a b", "pg_catalog", "a" * 41, "Acme", "template1"]
 
@@ -107,7 +107,7 @@ def test_tenant_database_is_a_database_built_from_bibikos_tenant_urls(
         assert db.name == "bibikos"
         assert issubclass(db.model(AuthUserTable), AuthUserTable)
         cache = db.cache
-        assert isinstance(cache.resolver, StaticTenantResolver)
+        assert isinstance(cache.resolver, StaticTenantUrlResolver)
         assert cache.resolver.tenants == ("eu", "us")
         assert cache.resolver.resolve_sync("us").drivername == "postgresql+psycopg"
         assert (cache.max_engines, cache.connection_budget) == (2, 8)

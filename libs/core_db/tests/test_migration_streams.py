@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 
 import core_db
 from core_db.config import REGISTRY
-from db_kit.cli import build_app
-from db_kit.migrations import Migrator
-from db_kit.tenant_migrations import TenantMigrator
-from db_kit.testing import run_sql as sql
+from db_kit.migrations.migrator import Migrator
+from db_kit.migrations.schema_tenants import SchemaTenantMigrator
+from db_tools.cli import build_app
+from db_tools.testing import run_sql as sql
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def core_url(fresh_database: Callable[..., URL], monkeypatch: pytest.MonkeyPatch
     REGISTRY.reset()
     Migrator(REGISTRY, url).upgrade()
     Migrator(core_db.CONFIG, url).upgrade()
-    TenantMigrator(core_db.CONFIG, url).create("acme", "Acme")
+    SchemaTenantMigrator(core_db.CONFIG, url).create("acme", "Acme")
     sql(url, "INSERT INTO public.auth_users (email) VALUES ('ada@example.com')")
     sql(url, "INSERT INTO tenant_acme.auth_users (email) VALUES ('acme@example.com')")
     yield url
@@ -121,7 +121,7 @@ def test_tenant_migration_behind_a_long_transaction_times_out_then_resumes(
     monkeypatch.setenv("CORE_DB_MIGRATION_LOCK_TIMEOUT_MS", "200")
     monkeypatch.setenv("CORE_DB_MIGRATION_LOCK_RETRIES", "1")
     core_db.CONFIG.reset()
-    TenantMigrator(core_db.CONFIG, core_url).create("globex")
+    SchemaTenantMigrator(core_db.CONFIG, core_url).create("globex")
     # acme pending again: an empty schema with an empty version table, which an open
     # transaction holds in a mode that lets readers in but not the runner's INSERT.
     sql(core_url, "DROP SCHEMA tenant_acme CASCADE")
@@ -166,7 +166,7 @@ def test_migration_advisory_lock_still_waits_past_the_lock_timeout(
     core_url: URL, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The timeouts are for DDL; waiting for another deploy's lock is not cut short."""
-    from db_kit.alembic_env import LOCK_CLASS, lock_key
+    from db_kit.migrations.env import LOCK_CLASS, lock_key
 
     monkeypatch.setenv("CORE_DB_MIGRATION_LOCK_TIMEOUT_MS", "100")
     core_db.CONFIG.reset()

@@ -43,14 +43,14 @@ from auth.tables import AuthUserTable
 from core_db import CoreSettings
 from core_db.config import REGISTRY
 from db_kit.database import SQLAlchemyDatabase
-from db_kit.embedded import SYSTEM_USER
-from db_kit.migrations import Migrator
-from db_kit.tenant_migrations import TenantMigrator
-from db_kit.testing import PostgresServer, debian_program
-from db_kit.testing import run_sql as sql
+from db_kit.migrations.migrator import Migrator
+from db_kit.migrations.schema_tenants import SchemaTenantMigrator
 from db_shared import DuplicateEntryError
 from db_shared.errors import InvalidDataError
 from db_shared.tenancy import tenant_context
+from db_tools.embedded import SYSTEM_USER
+from db_tools.testing import PostgresServer, debian_program
+from db_tools.testing import run_sql as sql
 
 pytestmark = pytest.mark.slow
 
@@ -232,7 +232,7 @@ def tenant_db(fresh_database: Callable[..., URL], monkeypatch: pytest.MonkeyPatc
     core_db.CONFIG.reset()
     Migrator(REGISTRY, url).upgrade()
     Migrator(core_db.CONFIG, url).upgrade()
-    tenants = TenantMigrator(core_db.CONFIG, url)
+    tenants = SchemaTenantMigrator(core_db.CONFIG, url)
     for slug in TENANTS:
         tenants.create(slug)
     for schema, label in [*((f"tenant_{s}", s) for s in TENANTS), ("public", "public")]:

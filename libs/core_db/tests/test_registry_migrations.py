@@ -10,6 +10,6 @@ from pytest_alembic.tests import (  # noqa: F401  (collected as tests of this mo
 )
 
 from core_db.config import REGISTRY
-from db_kit.testing import alembic_test_fixtures
+from db_tools.testing import alembic_test_fixtures
 
 alembic_config, alembic_engine = alembic_test_fixtures(REGISTRY)

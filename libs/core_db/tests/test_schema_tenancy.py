@@ -19,14 +19,14 @@ from auth.service import AuthService
 from auth.tables import AuthUserTable
 from core_db import CoreSettings
 from core_db.config import REGISTRY
-from db_kit.alembic_env import LOCK_CLASS, lock_key
-from db_kit.cli import build_app
 from db_kit.database import SQLAlchemyDatabase
-from db_kit.migrations import Migrator
-from db_kit.tenant_migrations import ALL_TENANTS_LOCK, TenantMigrator
-from db_kit.testing import run_sql as sql
+from db_kit.migrations.env import LOCK_CLASS, lock_key
+from db_kit.migrations.migrator import Migrator
+from db_kit.migrations.schema_tenants import ALL_TENANTS_LOCK, SchemaTenantMigrator
 from db_shared import DuplicateEntryError
 from db_shared.tenancy import InvalidTenantError, TenantRequiredError, tenant_context
+from db_tools.cli import build_app
+from db_tools.testing import run_sql as sql
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def tenant_db(fresh_database: Callable[..., URL], monkeypatch: pytest.MonkeyPatc
     core_db.CONFIG.reset()
     Migrator(REGISTRY, url).upgrade()
     Migrator(core_db.CONFIG, url).upgrade()
-    tenants = TenantMigrator(core_db.CONFIG, url)
+    tenants = SchemaTenantMigrator(core_db.CONFIG, url)
     for slug in ("acme", "globex"):
         result = tenants.create(slug)
         assert result.seconds < 1.0, f"provisioning {slug} took {result.seconds:.2f}s"
@@ -133,9 +133,9 @@ def test_malicious_slugs_are_refused_before_any_sql(slug: str) -> None:
     # The URL points nowhere: reaching the database would raise DatabaseUnavailableError.
     nowhere = URL.create("postgresql+psycopg", host="127.0.0.1", port=1, database="x")
     with pytest.raises(InvalidTenantError):
-        TenantMigrator(core_db.CONFIG, nowhere).create(slug)
+        SchemaTenantMigrator(core_db.CONFIG, nowhere).create(slug)
     with pytest.raises(InvalidTenantError):
-        TenantMigrator(core_db.CONFIG, nowhere).drop(slug)
+        SchemaTenantMigrator(core_db.CONFIG, nowhere).drop(slug)
 
 
 def _reset_schema(url: URL, schema: str, *, poison: bool = False) -> None:
@@ -146,7 +146,7 @@ def _reset_schema(url: URL, schema: str, *, poison: bool = False) -> None:
 
 
 def test_failing_tenant_is_reported_others_reach_head_and_a_rerun_resumes(tenant_db: URL) -> None:
-    tenants = TenantMigrator(core_db.CONFIG, tenant_db)
+    tenants = SchemaTenantMigrator(core_db.CONFIG, tenant_db)
     tenants.create("initech")
     head = tenants.head()
     _reset_schema(tenant_db, "tenant_acme")
@@ -195,7 +195,7 @@ def test_concurrent_tenant_migrations_serialize(tenant_db: URL) -> None:
     holder.commit()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "db_kit", "core", "tenants", "migrate"],
+            [sys.executable, "-m", "db_tools", "core", "tenants", "migrate"],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -262,7 +262,7 @@ def test_seed_a_tenant_schema(tenant_db: URL) -> None:
 
 
 def test_helper_processes_share_the_queue_with_this_one(tenant_db: URL) -> None:
-    tenants = TenantMigrator(core_db.CONFIG, tenant_db)
+    tenants = SchemaTenantMigrator(core_db.CONFIG, tenant_db)
     slugs = [f"bulk{i}" for i in range(8)]
     for slug in slugs:
         tenants.create(slug)

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 import bibikos_db
 import core_db
-from db_kit.cli import build_app
-from db_kit.testing import run_sql
+from db_tools.cli import build_app
+from db_tools.testing import run_sql
 
 
 def scalar(url: URL, sql: str) -> object:

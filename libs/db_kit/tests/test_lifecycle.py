@@ -13,7 +13,7 @@ from sqlalchemy.engine import URL
 
 import core_db
 from db_kit.database import SQLAlchemyDatabase
-from db_kit.testing import reset_engines, url_string
+from db_tools.testing import reset_engines, url_string
 
 
 def backend_pid(db: SQLAlchemyDatabase) -> int:

@@ -97,13 +97,15 @@ def test_no_url_in_development_means_the_embedded_server(
 ) -> None:
     monkeypatch.setenv("ENVIRONMENT", "development")
     settings = CoreSettings.load()
-    # Only validated_url(): resolved_url() would start a development server under .data.
     assert settings.validated_url() is None
     assert settings.is_development
     assert not settings.is_production
-    assert "embedded PostgreSQL" in settings.safe_url()
+    assert "the tools start the embedded server" in settings.safe_url()
+    # The runtime never starts a server: that is the tools' job (db_tools.dev).
+    with pytest.raises(ConfigurationError, match="DATABASE_URL is not set"):
+        settings.resolved_url()
     assert not dotenv.exists()
-    assert not (dotenv.parent / ".data").exists()  # safe_url() never starts the server
+    assert not (dotenv.parent / ".data").exists()
 
 
 # --- malformed URL ------------------------------------------------------------------------
@@ -331,7 +333,7 @@ def test_pool_settings_are_read_with_the_db_lib_prefix(
 
 
 def test_migrations_refuse_to_run_through_pgbouncer(monkeypatch: pytest.MonkeyPatch) -> None:
-    from db_kit.migrations import Migrator
+    from db_kit.migrations.migrator import Migrator
 
     monkeypatch.setenv("CORE_DB_PGBOUNCER", "true")
     core_db.CONFIG.reset()

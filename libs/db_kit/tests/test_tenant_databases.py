@@ -24,19 +24,19 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 
 from db_kit.settings import DatabaseSettings, settings_config
-from db_kit.tenant_databases import (
-    CallableTenantResolver,
+from db_kit.tenancy import (
+    CallableTenantUrlResolver,
     EngineCache,
-    StaticTenantResolver,
+    StaticTenantUrlResolver,
     TenantDatabaseSettings,
     TenantDatabaseUnavailableError,
-    TenantResolver,
+    TenantUrlResolver,
     TenantUrls,
     tenant_url,
     tenant_urls_field,
 )
-from db_kit.testing import PostgresServer
 from db_shared import ConfigurationError, InvalidTenantError, UnknownTenantError
+from db_tools.testing import PostgresServer
 
 SECRET = "hunter2"
 MALICIOUS = ['x";DROP DATABASE postgres;--', "a b", "pg_catalog", "a" * 41, "Acme", "postgres", ""]
@@ -125,7 +125,7 @@ def tenant_dbs(fresh_database: Callable[..., URL]) -> Callable[[int], dict[str, 
 
 
 def test_static_resolver_normalises_drivers_and_hides_passwords() -> None:
-    resolver = StaticTenantResolver(
+    resolver = StaticTenantUrlResolver(
         {
             "us": f"postgresql://app:{SECRET}@us-db:5432/bibikos_us",
             "eu": URL.create("postgres", "app", SECRET, "eu-db", 5433, "bibikos_eu"),
@@ -155,7 +155,7 @@ def test_static_resolver_refuses_bad_maps_without_leaking(
     urls: dict[str, object], expected: str
 ) -> None:
     with pytest.raises((ConfigurationError, InvalidTenantError)) as info:
-        StaticTenantResolver(urls)  # type: ignore[arg-type]
+        StaticTenantUrlResolver(urls)  # type: ignore[arg-type]
     assert expected in str(info.value)
     assert SECRET not in str(info.value)
 
@@ -171,8 +171,11 @@ def test_callable_resolver_sync_async_and_unknown() -> None:
         await asyncio.sleep(0)
         return URL.create("postgresql", host="db", database=slug) if slug != "ghost" else None
 
-    for resolver in (CallableTenantResolver(registry), CallableTenantResolver(async_registry)):
-        assert isinstance(resolver, TenantResolver)
+    for resolver in (
+        CallableTenantUrlResolver(registry),
+        CallableTenantUrlResolver(async_registry),
+    ):
+        assert isinstance(resolver, TenantUrlResolver)
         assert asyncio.run(resolver.resolve("acme")).database == "acme"
         # From sync code too: an async registry runs in a fresh loop when none is running.
         assert resolver.resolve_sync("acme").drivername == "postgresql+psycopg"
@@ -187,11 +190,11 @@ def test_callable_resolver_sync_async_and_unknown() -> None:
     assert set(calls) == {"acme", "ghost"}
 
     with pytest.raises(ConfigurationError, match="returned int"):
-        CallableTenantResolver(lambda slug: 42).resolve_sync("acme")  # type: ignore[arg-type,return-value]
+        CallableTenantUrlResolver(lambda slug: 42).resolve_sync("acme")  # type: ignore[arg-type,return-value]
 
     async def inside_a_loop() -> None:
         with pytest.raises(ConfigurationError, match="async"):
-            CallableTenantResolver(async_registry).resolve_sync("acme")
+            CallableTenantUrlResolver(async_registry).resolve_sync("acme")
 
     asyncio.run(inside_a_loop())
 
@@ -230,7 +233,7 @@ def test_settings_read_the_tenant_map_from_json(acme_env: pytest.MonkeyPatch) ->
     assert SECRET not in repr(loaded)
     cache = EngineCache.from_settings(loaded)
     assert (cache.max_engines, cache.connection_budget, cache.per_tenant_connections) == (4, 12, 3)
-    assert isinstance(cache.resolver, StaticTenantResolver)
+    assert isinstance(cache.resolver, StaticTenantUrlResolver)
     assert cache.resolver.tenants == ("eu", "us")
 
 
@@ -256,7 +259,7 @@ def test_settings_errors_name_the_variable_and_hide_the_password(
 
 
 def test_pool_sizes_fit_the_budget() -> None:
-    resolver = StaticTenantResolver({})
+    resolver = StaticTenantUrlResolver({})
     small = EngineCache(resolver, settings("x"), max_engines=3, connection_budget=10)
     assert small.per_tenant_connections == 3  # 10 // 3: 2 async + 1 sync
     assert small.max_engines * small.per_tenant_connections <= small.connection_budget
@@ -285,7 +288,10 @@ def test_refuses_malicious_slugs_before_resolving_or_sql(closed_port: int) -> No
         return f"postgresql://app@127.0.0.1:{closed_port}/x"
 
     cache = EngineCache(
-        CallableTenantResolver(registry), settings(app_name()), max_engines=2, connection_budget=4
+        CallableTenantUrlResolver(registry),
+        settings(app_name()),
+        max_engines=2,
+        connection_budget=4,
     )
     for slug in MALICIOUS:
         with pytest.raises(InvalidTenantError):
@@ -311,7 +317,7 @@ def test_concurrent_first_use_builds_one_engine(
         return urls[slug]
 
     cache = EngineCache(
-        CallableTenantResolver(slow_registry), settings(app_name()), max_engines=2,
+        CallableTenantUrlResolver(slow_registry), settings(app_name()), max_engines=2,
         connection_budget=20,
     )  # fmt: skip
 
@@ -339,7 +345,7 @@ def test_lru_under_load_never_exceeds_the_connection_budget(
     app = app_name()
     budget = 9
     cache = EngineCache(
-        StaticTenantResolver(urls), settings(app), max_engines=3, connection_budget=budget
+        StaticTenantUrlResolver(urls), settings(app), max_engines=3, connection_budget=budget
     )
     tenants = list(urls)
     failures: list[BaseException] = []
@@ -399,7 +405,7 @@ def test_eviction_waits_for_the_open_session_to_commit(
     urls = tenant_dbs(3)
     app = app_name()
     cache = EngineCache(
-        StaticTenantResolver(urls), settings(app), max_engines=2, connection_budget=4
+        StaticTenantUrlResolver(urls), settings(app), max_engines=2, connection_budget=4
     )
 
     async def scenario() -> None:
@@ -443,7 +449,7 @@ def test_busy_tenants_are_evicted_lru_and_the_newcomer_waits(
     urls = tenant_dbs(3)
     app = app_name()
     cache = EngineCache(
-        StaticTenantResolver(urls), settings(app), max_engines=2, connection_budget=4
+        StaticTenantUrlResolver(urls), settings(app), max_engines=2, connection_budget=4
     )
 
     async def scenario() -> None:
@@ -480,7 +486,7 @@ def test_no_free_slot_in_time_is_unavailable_for_that_tenant_only(
 ) -> None:
     urls = tenant_dbs(2)
     cache = EngineCache(
-        StaticTenantResolver(urls), settings(app_name()), max_engines=1, connection_budget=2,
+        StaticTenantUrlResolver(urls), settings(app_name()), max_engines=1, connection_budget=2,
         wait_timeout=0.3,
     )  # fmt: skip
 
@@ -504,7 +510,7 @@ def test_cleanup_one_tenant_or_all(
     urls = tenant_dbs(3)
     app = app_name()
     cache = EngineCache(
-        StaticTenantResolver(urls), settings(app), max_engines=3, connection_budget=9
+        StaticTenantUrlResolver(urls), settings(app), max_engines=3, connection_budget=9
     )
 
     async def use_all() -> None:
@@ -536,7 +542,7 @@ def test_an_unreachable_tenant_leaves_the_others_working(
     urls = tenant_dbs(1)
     down = make_url(f"postgresql+psycopg://app:{SECRET}@127.0.0.1:{closed_port}/gone")
     cache = EngineCache(
-        StaticTenantResolver({**urls, "down": down}), settings(app_name()), max_engines=2,
+        StaticTenantUrlResolver({**urls, "down": down}), settings(app_name()), max_engines=2,
         connection_budget=4,
     )  # fmt: skip
 
@@ -558,7 +564,7 @@ def test_threads_and_a_sync_cache_keep_the_budget(
     app = app_name()
     budget = 4
     cache = EngineCache(
-        StaticTenantResolver(urls), settings(app), max_engines=2, connection_budget=budget,
+        StaticTenantUrlResolver(urls), settings(app), max_engines=2, connection_budget=budget,
         sync_connections=1,
     )  # fmt: skip
     errors: list[BaseException] = []
@@ -591,7 +597,7 @@ def test_a_forked_child_builds_its_own_engines(
 ) -> None:
     urls = tenant_dbs(1)
     cache = EngineCache(
-        StaticTenantResolver(urls), settings(app_name()), max_engines=1, connection_budget=2
+        StaticTenantUrlResolver(urls), settings(app_name()), max_engines=1, connection_budget=2
     )
 
     def backend_pid() -> int:

@@ -9,7 +9,7 @@ database, through a bounded engine cache built on first use.
 from bibikos_db.config import CONFIG
 from bibikos_db.settings import BibikosSettings
 from db_kit.database import SQLAlchemyDatabase
-from db_kit.tenant_databases import TenantRoutedDatabase
+from db_kit.tenancy import TenantRoutedDatabase
 
 database = SQLAlchemyDatabase(CONFIG)
 tenant_database = TenantRoutedDatabase(CONFIG)

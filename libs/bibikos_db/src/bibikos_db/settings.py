@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from db_kit.settings import settings_config, url_field
-from db_kit.tenant_databases import TenantDatabaseSettings, TenantUrls, tenant_urls_field
+from db_kit.tenancy import TenantDatabaseSettings, TenantUrls, tenant_urls_field
 
 
 class BibikosSettings(TenantDatabaseSettings):

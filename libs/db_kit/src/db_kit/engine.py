@@ -130,11 +130,10 @@ def build_engines(
 ) -> Engines:
     """Create (but do not connect) the engines of one database.
 
-    ``url`` defaults to the settings' resolved URL, which may start the embedded server.
+    ``url`` defaults to the settings' URL (``resolved_url``: never starts a server).
     ``name`` labels the engines' metrics (default: the URL's database name).
     """
     target = url if url is not None else settings.resolved_url()
-    configure_logging(settings)
     cursor, async_cursor = cursor_factories(name or target.database or "?", settings)
     async_engine = create_async_engine(
         target, **engine_kwargs(settings, prepare=prepare, cursor_factory=async_cursor)
@@ -167,9 +166,13 @@ _SQL_LOG_LEVEL = {
 }
 
 
-def configure_logging(settings: DatabaseSettings) -> None:
-    """Logging by environment: queries in development, errors only in production (and
-    when ENVIRONMENT is unset). Never parameters: see ``engine_kwargs``."""
+def configure_sql_logging(settings: DatabaseSettings) -> None:
+    """SQL logging by environment: queries in development, errors only in production (and
+    when ENVIRONMENT is unset). Never parameters: see ``engine_kwargs``.
+
+    Process-wide (SQLAlchemy's loggers): an app's or a tool's entry point calls it; building
+    engines never does.
+    """
     logging.getLogger("sqlalchemy.engine.Engine").setLevel(_SQL_LOG_LEVEL[settings.environment])
     logging.getLogger("sqlalchemy.pool").setLevel(
         logging.WARNING if settings.environment is not Environment.PRODUCTION else logging.ERROR

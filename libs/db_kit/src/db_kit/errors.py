@@ -57,6 +57,13 @@ class ConstraintColumns:
         return self._columns.get(name or "", ())
 
 
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a driver error (wrapped by SQLAlchemy or not), or None."""
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    state = getattr(orig, "sqlstate", None)
+    return state if isinstance(state, str) else None
+
+
 def _describe_target(url: URL | None) -> tuple[str | None, int | None]:
     if url is None:
         return None, None

@@ -113,7 +113,7 @@ class DatabaseSettings(BaseSettings):
     opentelemetry: bool = True
     # Where the embedded development server keeps its data (relative to the workspace root).
     embedded_data_dir: str = ".data/postgres"
-    # Migrations (db_kit.lock_retries): DDL waits at most this long for a lock, is retried
+    # Migrations (db_kit.migrations.locks): DDL waits at most this long for a lock, is retried
     # this many times with a growing pause, and no migration statement runs longer than
     # the statement timeout (0: no limit).
     migration_lock_timeout_ms: int = Field(default=2_000, ge=1)
@@ -218,36 +218,23 @@ class DatabaseSettings(BaseSettings):
         return url.set(drivername=DRIVER)
 
     def resolved_url(self) -> URL:
-        """The URL to connect to, starting the embedded server when unset (development only:
-        ``validated_url`` refuses a missing URL in any other environment)."""
-        url = self.validated_url()
-        if url is not None:
-            return url
-        if not self.is_development:  # pragma: no cover - validated_url raised already
-            raise ConfigurationError(f"{self.url_variable} is not set")
-        from db_kit.embedded import EmbeddedPostgres
+        """The URL to connect to; ``ConfigurationError`` naming the variable when unset.
 
-        server = EmbeddedPostgres(workspace_root() / self.embedded_data_dir)
-        return make_url(server.ensure_database(self.embedded_database))
-
-    def safe_url(self) -> str:
-        """The URL for messages and logs, password masked.
-
-        With the embedded server: its actual URL (the port is stable per data folder) and
-        where its data lives; never starts it.
+        Nothing here starts a server: in development the tools (``db ...``, ``make run``,
+        the pytest plugin) start the embedded PostgreSQL and set the variable.
         """
         url = self.validated_url()
-        if url is not None:
-            return url.render_as_string(hide_password=True)
-        from db_kit.embedded import EmbeddedPostgres
+        if url is None:
+            raise ConfigurationError(
+                f"{self.url_variable} is not set. In development the tools start the embedded "
+                f"PostgreSQL and set it (`make run`, `db ...`); otherwise set it in the "
+                f"environment or in {dotenv_path()}."
+            )
+        return url
 
-        server = EmbeddedPostgres(workspace_root() / self.embedded_data_dir)
-        where = f"embedded PostgreSQL in {self.embedded_data_dir}"
-        port = server.running_port()
-        if port is not None:
-            return f"{server.url(self.embedded_database)} ({where})"
-        port = server.saved_port()
-        if port is not None:
-            shown = server.url(self.embedded_database, port=port)
-            return f"{shown} ({where}, not running)"
-        return f"{where}, database {self.embedded_database} (not started yet)"
+    def safe_url(self) -> str:
+        """The URL for messages and logs, password masked (never starts anything)."""
+        url = self.validated_url()
+        if url is None:
+            return f"{self.url_variable} not set (development: the tools start the embedded server)"
+        return url.render_as_string(hide_password=True)

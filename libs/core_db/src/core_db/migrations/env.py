@@ -1,3 +1,3 @@
-from db_kit.alembic_env import run_env
+from db_kit.migrations.env import run_env
 
 run_env("core_db.config:CONFIG")

@@ -28,6 +28,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 
+from db_kit.errors import sqlstate
 from db_shared.errors import DatabaseError
 
 if TYPE_CHECKING:
@@ -42,12 +43,6 @@ QUERY_CANCELED = "57014"
 FIRST_PAUSE = 0.5
 MAX_PAUSE = 8.0
 TIMEOUTS_SET = "db_kit_migration_timeouts"
-
-
-def sqlstate(exc: BaseException) -> str | None:
-    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
-    state = getattr(orig, "sqlstate", None)
-    return state if isinstance(state, str) else None
 
 
 def set_migration_timeouts(conn: Connection, settings: DatabaseSettings) -> None:

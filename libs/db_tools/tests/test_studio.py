@@ -29,9 +29,12 @@ from typer.testing import CliRunner
 
 from bibikos_db.config import CONFIG as BIBIKOS
 from core_db.config import CONFIG, REGISTRY
-from db_kit.cli import database_app
-from db_kit.migrations import Migrator
-from db_kit.studio import (
+from db_kit.migrations.migrator import Migrator
+from db_kit.migrations.schema_tenants import SchemaTenantMigrator
+from db_shared.errors import ConfigurationError
+from db_shared.tenancy import InvalidTenantError
+from db_tools.cli import database_app
+from db_tools.studio import (
     MISSING_EXTRA,
     Studio,
     StudioTarget,
@@ -40,10 +43,7 @@ from db_kit.studio import (
     is_loopback,
     studio_engine,
 )
-from db_kit.tenant_migrations import TenantMigrator
-from db_kit.testing import debian_program, run_sql
-from db_shared.errors import ConfigurationError
-from db_shared.tenancy import InvalidTenantError
+from db_tools.testing import debian_program, run_sql
 
 pytestmark = pytest.mark.slow
 
@@ -223,7 +223,7 @@ def test_write_mode_creates_edits_and_deletes(core_url: URL) -> None:
 
 
 def test_tenant_studio_shows_that_tenants_schema_only(core_url: URL) -> None:
-    TenantMigrator(CONFIG, core_url).create("acme")
+    SchemaTenantMigrator(CONFIG, core_url).create("acme")
     run_sql(core_url, "INSERT INTO tenant_acme.auth_users (email) VALUES ('acme-only@example.com')")
     run_sql(core_url, "INSERT INTO public.auth_users (email) VALUES ('default-only@example.com')")
 
@@ -389,7 +389,7 @@ def test_cli_serves_on_loopback_by_default(core_url: URL) -> None:
         CONFIG.settings_class.url_variable: core_url.render_as_string(False),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "db_kit", "core", "studio", "--port", str(port)],
+        [sys.executable, "-m", "db_tools", "core", "studio", "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         stdin=subprocess.DEVNULL,
     )  # fmt: skip

@@ -210,11 +210,11 @@ def choose_modules(spec: str | None, known: dict[str, SharedModule]) -> tuple[Sh
 
 def _installed_database_names() -> set[str]:
     """Names of the databases registered in this environment (entry points, unloaded)."""
-    from db_kit.cli import ENTRY_POINT_GROUP
+    from db_tools.discovery import ENTRY_POINT_GROUP
 
     names = {ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
     with contextlib.suppress(Exception):
-        from db_kit.cli import discover
+        from db_tools.discovery import discover
 
         names |= set(discover())
     return names
@@ -484,7 +484,7 @@ class Scaffold:
             "tests/test_migrations.py": self._render(
                 "test_migrations.py.tmpl",
                 imports=import_block(
-                    {"db_kit.testing": ["alembic_test_fixtures"], self.package: ["CONFIG"]}
+                    {"db_tools.testing": ["alembic_test_fixtures"], self.package: ["CONFIG"]}
                 ),
             ),
         }
@@ -679,7 +679,7 @@ def write_initial_revision(scaffold: Scaffold) -> Path:
     is the one its settings point at (the embedded one in development).
     """
     from db_kit.config import DatabaseConfig
-    from db_kit.migrations import Migrator
+    from db_kit.migrations.migrator import Migrator
 
     src = str(scaffold.lib_dir / "src")
     if src not in sys.path:
@@ -689,6 +689,9 @@ def write_initial_revision(scaffold: Scaffold) -> Path:
     assert isinstance(config, DatabaseConfig)
     # generate builds the migrations in a shadow database beside the target (never the
     # target itself), so leftovers in the target cannot leak into the revision.
+    from db_tools.dev import provide_url
+
+    provide_url(config)  # development with no URL: the embedded server's database
     migrator = Migrator(config)
     script = migrator.generate(INITIAL_MESSAGE) or migrator.create(INITIAL_MESSAGE)
     return Path(script.path)

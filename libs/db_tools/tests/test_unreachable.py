@@ -16,8 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from core_db import CONFIG
-from db_kit.cli import build_app
-from db_kit.testing import PostgresServer
+from db_tools.cli import build_app
+from db_tools.testing import PostgresServer
 
 PASSWORD = "s3cretpw"
 CONNECT_TIMEOUT = 2

@@ -28,15 +28,15 @@ from sqlalchemy import Connection, Table, delete, func, insert, inspect, select,
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 
-from db_kit.alembic_env import advisory_lock, lock_key, migration_lock
 from db_kit.config import DatabaseConfig, SchemaTenancy
-from db_kit.lock_retries import (
+from db_kit.errors import sqlstate
+from db_kit.migrations.env import advisory_lock, lock_key, migration_lock
+from db_kit.migrations.locks import (
     MigrationLockTimeoutError,
     set_migration_timeouts,
-    sqlstate,
     with_lock_retries,
 )
-from db_kit.migrations import Migrator
+from db_kit.migrations.migrator import Migrator
 from db_shared.errors import ConfigurationError, DuplicateEntryError, NotFoundError
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def _quoted(schema: str) -> str:
     return '"' + schema.replace('"', '""') + '"'
 
 
-class TenantMigrator:
+class SchemaTenantMigrator:
     """Tenant operations of one schema-per-tenant database."""
 
     def __init__(self, db: DatabaseConfig, url: URL | None = None) -> None:
@@ -401,7 +401,7 @@ _worker: dict[str, Any] = {}
 
 
 def _worker_init(db: DatabaseConfig, url: str) -> None:
-    migrator = TenantMigrator(db, make_url(url))
+    migrator = SchemaTenantMigrator(db, make_url(url))
     engine = migrator.migrator.engine()
     _worker["migrator"] = migrator
     conn = engine.connect()
@@ -410,6 +410,6 @@ def _worker_init(db: DatabaseConfig, url: str) -> None:
 
 
 def _worker_migrate(batch: list[tuple[TenantRow, str | None]]) -> list[TenantResult]:
-    migrator: TenantMigrator = _worker["migrator"]
+    migrator: SchemaTenantMigrator = _worker["migrator"]
     conn: Connection = _worker["conn"]
     return [migrator.migrate_one(conn, tenant, before) for tenant, before in batch]

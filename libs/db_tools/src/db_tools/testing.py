@@ -116,7 +116,7 @@ def start_server(tmp_dir: Path) -> Iterator[PostgresServer]:
         with PostgresContainer("postgres:17-alpine", driver="psycopg") as container:
             yield PostgresServer(make_url(container.get_connection_url()), "testcontainers")
         return
-    from db_kit.embedded import SYSTEM_USER, EmbeddedPostgres, _bin_dir
+    from db_tools.embedded import SYSTEM_USER, EmbeddedPostgres, _bin_dir
 
     server = EmbeddedPostgres(tmp_dir)
     server.start()
@@ -134,7 +134,7 @@ def start_server(tmp_dir: Path) -> Iterator[PostgresServer]:
 
 def _installed_databases() -> dict[str, object]:
     try:
-        from db_kit.cli import discover
+        from db_tools.discovery import discover
     except Exception:
         return {}
     return dict(discover())
@@ -284,7 +284,7 @@ def database_at_head(
 ) -> Callable[..., URL]:
     """Factory: a fresh database migrated to head for a ``DatabaseConfig``."""
     from db_kit.config import DatabaseConfig
-    from db_kit.migrations import Migrator
+    from db_kit.migrations.migrator import Migrator
 
     def make(config: DatabaseConfig) -> URL:
         url = fresh_database(config.name)
@@ -302,7 +302,7 @@ def alembic_test_fixtures(config: object) -> tuple[object, object]:
     from sqlalchemy import create_engine
 
     from db_kit.config import DatabaseConfig
-    from db_kit.migrations import Migrator
+    from db_kit.migrations.migrator import Migrator
 
     assert isinstance(config, DatabaseConfig)
 

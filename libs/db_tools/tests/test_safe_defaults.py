@@ -25,10 +25,10 @@ from sqlalchemy.exc import IntegrityError
 import core_db
 from core_db import CoreSettings
 from db_kit.database import SQLAlchemyDatabase
-from db_kit.embedded import EmbeddedPostgres
-from db_kit.engine import build_engines
+from db_kit.engine import build_engines, configure_sql_logging
 from db_kit.settings import Environment
 from db_shared import ConfigurationError, DuplicateEntryError
+from db_tools.embedded import EmbeddedPostgres
 
 REPO = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
@@ -241,7 +241,7 @@ SQL_LOGGERS = ("sqlalchemy.engine", "sqlalchemy.engine.Engine", "sqlalchemy.pool
 
 @pytest.fixture(autouse=True)
 def restore_sql_loggers() -> Iterator[None]:
-    """configure_logging sets process-wide logger levels and echo_sql adds a handler bound
+    """configure_sql_logging sets process-wide logger levels and echo_sql adds a handler bound
     to this test's captured stdout: leave neither to the tests that follow."""
     loggers = [logging.getLogger(name) for name in SQL_LOGGERS]
     saved = [(logger, logger.level, list(logger.handlers)) for logger in loggers]
@@ -286,7 +286,9 @@ def test_development_sql_log_and_errors_carry_no_parameters(
     core_at_head: URL, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    db = SQLAlchemyDatabase(core_db.CONFIG, settings=dev_settings(core_at_head))
+    settings = dev_settings(core_at_head)
+    configure_sql_logging(settings)  # what the app's entry point does
+    db = SQLAlchemyDatabase(core_db.CONFIG, settings=settings)
     try:
         with db.sync_session() as s:
             insert_user(s.execute, SECRET_EMAIL, SECRET_HASH)
@@ -347,6 +349,7 @@ def test_parameters_are_logged_only_when_opted_in(
     monkeypatch.setenv("CORE_DB_LOG_SQL_PARAMETERS", "true")
     settings = dev_settings(core_at_head)
     assert settings.log_sql_parameters
+    configure_sql_logging(settings)
     engines = build_engines(settings, core_at_head)
     try:
         with engines.sync_engine.begin() as conn:

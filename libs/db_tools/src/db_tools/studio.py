@@ -166,7 +166,8 @@ def resolve_target(
         schema = config.tenancy.schema_for(slug)
         _check(config, settings, target, registered=slug)
         return StudioTarget(target, schema, f"tenant {slug}")
-    from db_kit.tenant_databases import TenantDatabaseMigrator, TenantDatabaseSettings
+    from db_kit.migrations import TenantDatabaseMigrator
+    from db_kit.tenancy import TenantDatabaseSettings
 
     if not isinstance(settings, TenantDatabaseSettings):
         raise ConfigurationError(

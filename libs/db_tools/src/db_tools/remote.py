@@ -38,7 +38,7 @@ from sqlalchemy.pool import NullPool
 from db_kit.config import DatabaseConfig
 from db_kit.engine import connect_args
 from db_kit.errors import ConnectFailure, classify_connect_error, translate
-from db_kit.migrations import Migrator
+from db_kit.migrations.migrator import Migrator
 from db_kit.settings import DatabaseSettings, dotenv_path, settings_config
 from db_shared.errors import ConfigurationError, DatabaseError
 
@@ -244,9 +244,9 @@ class RemoteDeploy:
         return not self.failed
 
     def _schema_tenants(self, db: DatabaseConfig, url: URL) -> None:
-        from db_kit.tenant_migrations import TenantMigrator
+        from db_kit.migrations.schema_tenants import SchemaTenantMigrator
 
-        results = TenantMigrator(db, url).migrate_all(workers=self.workers, verify=True)
+        results = SchemaTenantMigrator(db, url).migrate_all(workers=self.workers, verify=True)
         for r in sorted(results, key=lambda r: r.slug):
             if r.failed:
                 self.failed.append(f"{db.name} tenant {r.slug}")
@@ -261,7 +261,8 @@ class RemoteDeploy:
         self._tenant_summary(f"{db.name} tenant schemas", [r.status for r in results])
 
     def _database_tenants(self, db: DatabaseConfig, settings: DatabaseSettings) -> None:
-        from db_kit.tenant_databases import TenantDatabaseMigrator, TenantDatabaseSettings
+        from db_kit.migrations import TenantDatabaseMigrator
+        from db_kit.tenancy import TenantDatabaseSettings
 
         if db.tenancy is not None or not isinstance(settings, TenantDatabaseSettings):
             return
@@ -368,7 +369,7 @@ def _production_unless_told(remote: RemoteSettings) -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Deploy the databases named in ``argv`` (else ``MIGRATE_DATABASES``); the exit code."""
-    from db_kit.cli import discover
+    from db_tools.discovery import discover
 
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in {"-h", "--help"}:

@@ -19,9 +19,9 @@ import pytest
 from sqlalchemy.engine import URL
 from typer.testing import CliRunner
 
-from db_kit import scaffold
-from db_kit.cli import build_app
-from db_kit.testing import run_sql, url_string
+from db_tools import scaffold
+from db_tools.cli import build_app
+from db_tools.testing import run_sql, url_string
 
 ROOT = Path(__file__).resolve().parents[3]
 SHARED = ("auth", "contact", "notifications", "payments")

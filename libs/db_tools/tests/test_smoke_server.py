@@ -2,7 +2,7 @@ import os
 
 from sqlalchemy import create_engine, text
 
-from db_kit.testing import PostgresServer
+from db_tools.testing import PostgresServer
 
 
 def test_run_uses_its_own_databases(postgres_server: PostgresServer) -> None:

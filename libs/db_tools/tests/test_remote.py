@@ -1,4 +1,4 @@
-"""db_kit.remote's pieces: which connection failures are worth waiting for, and the waiting.
+"""db_tools.remote's pieces: which connection failures are worth waiting for, and the waiting.
 
 The end-to-end runs of the migration entrypoint (both databases, a second run, each bad
 input) are in tests/run_migrations/. Here: the classifier on real errors from a real server
@@ -19,15 +19,15 @@ from sqlalchemy.engine import URL
 
 import core_db
 from db_kit.errors import ConnectFailure, classify_connect_error, connect_failure_reason
-from db_kit.remote import (
+from db_shared.errors import ConfigurationError
+from db_tools.remote import (
     RemoteDeployError,
     Target,
     choose,
     redact,
     wait_until_reachable,
 )
-from db_kit.testing import PostgresServer, unused_port
-from db_shared.errors import ConfigurationError
+from db_tools.testing import PostgresServer, unused_port
 
 
 def _connect_error(url: URL) -> sa_exc.DBAPIError:

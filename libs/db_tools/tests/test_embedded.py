@@ -14,11 +14,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from core_db import CoreSettings
-from db_kit.embedded import EmbeddedPostgres
 from db_shared import ConfigurationError
+from db_tools.embedded import EmbeddedPostgres
 
 
 @pytest.fixture
@@ -45,14 +45,28 @@ def _databases(url: str) -> set[str]:
         return {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
 
 
+def _provided() -> URL:
+    import core_db
+    from db_tools.dev import provide_url
+
+    core_db.CONFIG.reset()
+    try:
+        url = provide_url(core_db.CONFIG)
+    finally:
+        os.environ.pop("DATABASE_URL", None)
+        core_db.CONFIG.reset()
+    assert url is not None
+    return url
+
+
 def test_unset_url_in_development_uses_one_reused_embedded_server(workspace: Path) -> None:
-    first = CoreSettings.load().resolved_url()
+    first = _provided()
     assert first.host == "127.0.0.1"
     assert first.database == "core"
     assert (workspace / ".data" / "postgres" / "pgdata" / "PG_VERSION").exists()
 
     # A second command (a new settings object, a new handle) reuses the running server.
-    again = CoreSettings.load().resolved_url()
+    again = _provided()
     assert again.port == first.port
     assert "core" in _databases(first.render_as_string(hide_password=False))
 
@@ -109,10 +123,23 @@ def test_a_taken_port_is_refused_naming_the_port_and_the_file(workspace: Path) -
 
 
 def test_status_shows_the_embedded_servers_url(workspace: Path) -> None:
+    import core_db
+    from db_tools.dev import describe, provide_url
+
     settings = CoreSettings.load()
-    assert "not started yet" in settings.safe_url()
-    port = settings.resolved_url().port
-    assert settings.safe_url() == (
+    assert "not started yet" in describe(settings)
+    with pytest.raises(ConfigurationError, match="DATABASE_URL is not set"):
+        settings.resolved_url()  # the runtime never starts a server
+    assert not (workspace / ".data" / "postgres" / "pgdata").exists()
+    core_db.CONFIG.reset()
+    try:
+        url = provide_url(core_db.CONFIG)  # the tools do
+    finally:
+        os.environ.pop("DATABASE_URL", None)
+        core_db.CONFIG.reset()
+    assert url is not None
+    port = url.port
+    assert describe(settings) == (
         f"postgresql+psycopg://postgres@127.0.0.1:{port}/core (embedded PostgreSQL in "
         ".data/postgres)"
     )
@@ -130,7 +157,7 @@ def test_status_shows_the_embedded_servers_url(workspace: Path) -> None:
     assert first.startswith(f"core at postgresql+psycopg://postgres@127.0.0.1:{port}/core"), first
 
     EmbeddedPostgres(workspace / ".data" / "postgres").stop()
-    assert settings.safe_url() == (
+    assert describe(settings) == (
         f"postgresql+psycopg://postgres@127.0.0.1:{port}/core (embedded PostgreSQL in "
         ".data/postgres, not running)"
     )

@@ -17,18 +17,17 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, MetaData, text
 from sqlalchemy.engine import URL
 
-from db_kit.alembic_env import configure_options, lock_key, migration_lock
 from db_kit.config import DatabaseConfig
 from db_kit.engine import build_admin_engine
-from db_kit.errors import translate
-from db_kit.lock_retries import (
+from db_kit.errors import sqlstate, translate
+from db_kit.migrations.env import configure_options, lock_key, migration_lock
+from db_kit.migrations.locks import (
     QUERY_CANCELED,
     MigrationLockTimeoutError,
     set_migration_timeouts,
-    sqlstate,
     with_lock_retries,
 )
-from db_kit.shadow import shadow_database
+from db_kit.migrations.shadow import shadow_database
 from db_shared.errors import (
     ConfigurationError,
     DatabaseError,
@@ -179,7 +178,7 @@ class Migrator:
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
-        """A pool-less connection with the migration timeouts set (``db_kit.lock_retries``);
+        """A pool-less connection with the migration timeouts set (``db_kit.migrations.locks``);
         connection failures become ``DatabaseUnavailableError``."""
         engine = self.engine()
         try:
@@ -421,7 +420,7 @@ class Migrator:
         registered tenant's schema (rebuilt empty at head; the registry rows stay).
         """
         self.guard_development("reset")
-        from db_kit.tenant_migrations import TenantMigrator
+        from db_kit.migrations.schema_tenants import SchemaTenantMigrator
 
         tenants: list[str] = []
         with self._locked() as conn:
@@ -429,7 +428,7 @@ class Migrator:
                 conn.execute(text("SELECT current_schema()")).scalar_one()
             )
             if self.db.tenancy is not None:
-                registry = TenantMigrator(self.db, self.url)
+                registry = SchemaTenantMigrator(self.db, self.url)
                 if registry.registry_ready(conn):
                     tenants = [row.schema for row in registry.tenants(conn)]
             for name in [schema, *tenants]:
@@ -440,7 +439,7 @@ class Migrator:
         rebuilt: list[str] = []
         failed: list[str] = []
         if tenants:
-            for result in TenantMigrator(self.db, self.url).migrate_all(verify=True):
+            for result in SchemaTenantMigrator(self.db, self.url).migrate_all(verify=True):
                 (failed if result.failed else rebuilt).append(result.slug)
         unregistered: list[str] = []
         owner = self._registry_owner()

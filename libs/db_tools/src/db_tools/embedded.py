@@ -294,7 +294,7 @@ class EmbeddedPostgres:
         # Test and dev clusters: many short-lived databases, durability not needed.
         with open(self.pgdata / "postgresql.conf", "a") as conf:
             conf.write(
-                "\n# written by db_kit.embedded\n"
+                "\n# written by db_tools.embedded\n"
                 "max_connections = 300\n"
                 "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
                 "shared_buffers = 128MB\n"

@@ -2,7 +2,7 @@
 
 A db lib's ``migrations/env.py`` is two lines::
 
-    from db_kit.alembic_env import run_env
+    from db_kit.migrations.env import run_env
     run_env("core_db.config:CONFIG")
 
 The connection may be handed in through ``config.attributes["connection"]`` (the CLI, the
@@ -25,7 +25,7 @@ from sqlalchemy import Connection, Engine, text
 
 from db_kit.config import DatabaseConfig, _import
 from db_kit.engine import build_admin_engine
-from db_kit.lock_retries import no_lock_timeouts, offline_timeouts_sql, set_migration_timeouts
+from db_kit.migrations.locks import no_lock_timeouts, offline_timeouts_sql, set_migration_timeouts
 
 LOCK_CLASS = 0x4442  # first key of every lock this toolkit takes ("DB")
 
@@ -107,7 +107,7 @@ def _record_applied(ctx: MigrationContext, step: Any, heads: Any, run_args: Any)
 
 def _run_online(connection: Connection, db: DatabaseConfig, tenant_schema: str | None) -> None:
     schema = tenant_schema or db.version_table_schema
-    # Every migration connection waits at most lock_timeout for a lock (db_kit.lock_retries).
+    # Every migration connection waits at most lock_timeout for a lock (db_kit.migrations.locks).
     set_migration_timeouts(connection, db.settings())
     if db.version_table_schema and not tenant_schema:
         # The registry's own schema must exist before Alembic creates its version table.
@@ -118,7 +118,7 @@ def _run_online(connection: Connection, db: DatabaseConfig, tenant_schema: str |
     with migration_lock(connection, lock_key(db.version_table, schema)):
         context.configure(
             connection=connection,
-            # A tenant's revisions run in the caller's one transaction (see TenantMigrator).
+            # A tenant's revisions run in the caller's one transaction (see SchemaTenantMigrator).
             transaction_per_migration=tenant_schema is None,
             process_revision_directives=_skip_empty,
             on_version_apply=_record_applied,

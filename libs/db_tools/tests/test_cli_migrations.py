@@ -23,10 +23,10 @@ from sqlalchemy.engine import URL
 from typer.testing import CliRunner
 
 import core_db
-from db_kit.alembic_env import LOCK_CLASS, lock_key
-from db_kit.cli import database_app
 from db_kit.config import DatabaseConfig
+from db_kit.migrations.env import LOCK_CLASS, lock_key
 from db_kit.settings import DatabaseSettings, settings_config, url_field
+from db_tools.cli import database_app
 
 MODELS_V1 = """
 from sqlalchemy import BigInteger, Identity, String
@@ -71,7 +71,7 @@ class DemoLib:
         (pkg / "models_v2.py").write_text(MODELS_V2)
         (pkg / "migrations" / "__init__.py").write_text("")
         (pkg / "migrations" / "env.py").write_text(
-            f'from db_kit.alembic_env import run_env\n\nrun_env("{self.package}:CONFIG")\n'
+            f'from db_kit.migrations.env import run_env\n\nrun_env("{self.package}:CONFIG")\n'
         )
         shutil.copy(core_db.CONFIG.migrations_dir / "script.py.mako", pkg / "migrations")
         self.versions = pkg / "migrations" / "versions"
@@ -319,7 +319,7 @@ def test_concurrent_deploys_serialize(fresh_database: Callable[..., URL]) -> Non
     holder.commit()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "db_kit", "core", "deploy"],
+            [sys.executable, "-m", "db_tools", "core", "deploy"],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -558,7 +558,7 @@ def test_offline_sql_sets_the_migration_timeouts(
 
     from alembic import command
 
-    from db_kit.migrations import Migrator
+    from db_kit.migrations.migrator import Migrator
 
     lib, _ = demo
     monkeypatch.setenv("DEMO_DB_MIGRATION_LOCK_TIMEOUT_MS", "1234")

@@ -1,7 +1,0 @@
-"""``python -m db_kit`` runs the ``db`` command (useful where the script is not on PATH)."""
-
-from db_kit.cli import main
-
-# Guarded: tenant migration workers are spawned processes that re-import __main__.
-if __name__ == "__main__":
-    main()

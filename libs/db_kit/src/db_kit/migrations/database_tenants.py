@@ -1,0 +1,223 @@
+"""Database-per-tenant provisioning and migrations: create, migrate, inspect and drop the
+tenant databases (the ``db NAME tenants`` commands of a database-per-tenant library)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from sqlalchemy import Connection, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL
+
+from db_kit.config import DatabaseConfig
+from db_kit.errors import sqlstate
+from db_kit.migrations.migrator import Migrator
+from db_kit.tenancy.url_resolvers import (
+    RESERVED_DATABASES,
+    StaticTenantUrlResolver,
+    TenantDatabaseSettings,
+    tenant_url,
+)
+from db_shared.errors import ConfigurationError
+from db_shared.tenancy import (
+    validate_tenant_slug,
+)
+
+T = TypeVar("T")
+
+
+# provisioning: the `db NAME tenants` commands -------------------------------------------
+
+
+@dataclass(frozen=True)
+class TenantDatabaseResult:
+    """What one command did to one tenant database."""
+
+    slug: str
+    database: str  # host:port/database
+    before: str | None
+    after: str | None
+    status: str  # "created" | "migrated" | "up to date" | "failed"
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+
+@dataclass(frozen=True)
+class TenantDatabaseState:
+    """A configured tenant database as ``list`` shows it."""
+
+    slug: str
+    database: str  # host:port/database
+    revision: str | None
+    state: str  # "up to date" | "pending" | "missing" | "unreachable"
+    error: str | None = None
+
+
+def _reason(exc: BaseException) -> str:
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig else exc
+    lines = str(orig).strip().splitlines()
+    return (lines[0] if lines else type(orig).__name__)[:500]
+
+
+def _shown(url: URL) -> str:
+    """Where a tenant's database lives, for tables: host:port/database (no credentials)."""
+    return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database}"
+
+
+@dataclass
+class TenantDatabaseMigrator:
+    """Creates, migrates, inspects and drops the databases of a database-per-tenant lib.
+
+    Tenants come from the settings' map (``urls`` overrides it). Every slug is validated
+    before any SQL; database names are quoted; the ``postgres`` and template databases,
+    and the library's own main database, are refused.
+    """
+
+    db: DatabaseConfig
+    urls: Mapping[str, URL | str] | None = None
+    resolver: StaticTenantUrlResolver = field(init=False)
+
+    def __post_init__(self) -> None:
+        settings = self.db.settings()
+        if isinstance(settings, TenantDatabaseSettings):
+            source = settings.tenant_urls_variable
+            urls: Mapping[str, URL | str] = (
+                settings.tenant_url_map() if self.urls is None else self.urls
+            )
+        elif self.urls is not None:
+            source, urls = "tenant map", self.urls
+        else:
+            raise ConfigurationError(
+                f"The {self.db.name} database is not database-per-tenant: its settings do not "
+                "derive from TenantDatabaseSettings."
+            )
+        self.resolver = StaticTenantUrlResolver(urls, source=source)
+
+    def url_for(self, slug: str, url: URL | str | None = None) -> URL:
+        """The tenant's URL: ``url`` when given, else the configured one."""
+        slug = validate_tenant_slug(slug)
+        if url is not None:
+            return tenant_url(url, tenant=slug, source="--url")
+        return self.resolver.resolve_sync(slug)
+
+    def _guard(self, url: URL) -> str:
+        name = url.database or ""
+        if name in RESERVED_DATABASES:
+            raise ConfigurationError(f"Refusing to use the {name!r} database as a tenant's.")
+        main = self.db.settings().validated_url()
+        if main is not None and (main.host, main.port or 5432, main.database) == (
+            url.host,
+            url.port or 5432,
+            name,
+        ):
+            raise ConfigurationError(
+                f"Database {name!r} is the {self.db.name} main database, not a tenant's."
+            )
+        return name
+
+    @contextmanager
+    def _server(self, url: URL) -> Iterator[Connection]:
+        """An autocommit connection to the maintenance database of ``url``'s server."""
+        with Migrator(self.db, url.set(database="postgres")).connect() as conn:
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    def head(self) -> str | None:
+        heads = Migrator(self.db).heads()
+        return heads[0] if len(heads) == 1 else None
+
+    def create(self, slug: str, url: URL | str | None = None) -> TenantDatabaseResult:
+        """Create the tenant's database when missing, then migrate it to head."""
+        target = self.url_for(slug, url)
+        name = self._guard(target)
+        started = time.perf_counter()
+        created = False
+        if not self.exists(target):
+            with self._server(target) as conn:
+                quoted = conn.dialect.identifier_preparer.quote_identifier(name)
+                try:
+                    conn.execute(text(f"CREATE DATABASE {quoted}"))
+                    created = True
+                except sa_exc.ProgrammingError as exc:
+                    if sqlstate(exc) != "42P04":  # created meanwhile by a concurrent run
+                        raise
+        before, after = Migrator(self.db, target).upgrade("head")
+        status = "created" if created else ("migrated" if before != after else "up to date")
+        return TenantDatabaseResult(
+            slug, _shown(target), ",".join(before) or None, ",".join(after) or None, status,
+            seconds=time.perf_counter() - started,
+        )  # fmt: skip
+
+    def drop(self, slug: str, url: URL | str | None = None, *, force: bool = False) -> bool:
+        """Drop the tenant's database; False when it did not exist. ``force`` ends sessions."""
+        target = self.url_for(slug, url)
+        name = self._guard(target)
+        if not self.exists(target):
+            return False
+        with self._server(target) as conn:
+            quoted = conn.dialect.identifier_preparer.quote_identifier(name)
+            conn.execute(text(f"DROP DATABASE {quoted}" + (" WITH (FORCE)" if force else "")))
+        return True
+
+    def exists(self, url: URL) -> bool:
+        """Whether ``url``'s database exists on its server (asked of ``postgres``)."""
+        with self._server(url) as conn:
+            found = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database}
+            ).first()
+        return found is not None
+
+    def state(self, slug: str, head: str | None) -> TenantDatabaseState:
+        url = self.resolver.resolve_sync(slug)
+        migrator = Migrator(self.db, url)
+        try:
+            if not self.exists(url):
+                return TenantDatabaseState(slug, _shown(url), None, "missing")
+            with migrator.connect() as conn:
+                current = migrator.current(conn)
+                conn.rollback()
+        except Exception as exc:
+            return TenantDatabaseState(slug, _shown(url), None, "unreachable", _reason(exc))
+        revision = ",".join(current) or None
+        state = "up to date" if revision is not None and revision == head else "pending"
+        return TenantDatabaseState(slug, _shown(url), revision, state)
+
+    def states(self) -> list[TenantDatabaseState]:
+        head = self.head()
+        return [self.state(slug, head) for slug in self.resolver.tenants]
+
+    def migrate_all(
+        self, on_result: Callable[[TenantDatabaseResult], None] | None = None
+    ) -> list[TenantDatabaseResult]:
+        """Upgrade every configured tenant database to head, one after the other.
+
+        A failing tenant is reported (its revision's transaction rolled back) and the
+        others still run.
+        """
+        results: list[TenantDatabaseResult] = []
+        for slug, url in self.resolver.urls().items():
+            started = time.perf_counter()
+            try:
+                before, after = Migrator(self.db, url).upgrade("head")
+            except Exception as exc:
+                result = TenantDatabaseResult(
+                    slug, _shown(url), None, None, "failed", _reason(exc),
+                    time.perf_counter() - started,
+                )  # fmt: skip
+            else:
+                result = TenantDatabaseResult(
+                    slug, _shown(url), ",".join(before) or None, ",".join(after) or None,
+                    "migrated" if before != after else "up to date",
+                    seconds=time.perf_counter() - started,
+                )  # fmt: skip
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+        return results

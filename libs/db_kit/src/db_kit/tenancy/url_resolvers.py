@@ -1,0 +1,258 @@
+"""Tenant database URLs: settings of a database-per-tenant library and the resolvers that
+map a tenant slug to its database URL (``StaticTenantUrlResolver`` for a fixed map such as
+US/EU, ``CallableTenantUrlResolver`` for a registry lookup, sync or async)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated, Any, ClassVar, Protocol, TypeVar, runtime_checkable
+
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
+from pydantic_settings import NoDecode
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from db_kit.settings import _ACCEPTED_SCHEMES, DRIVER, DatabaseSettings
+from db_shared.errors import ConfigurationError, DatabaseError
+from db_shared.tenancy import (
+    UnknownTenantError,
+    validate_tenant_slug,
+)
+
+T = TypeVar("T")
+
+
+# Passwords refused in production, as for the main URL.
+PLACEHOLDER_PASSWORDS = frozenset({"password", "changeme", "postgres", "secret"})
+# Databases a tenant may never name: CREATE/DROP DATABASE on them would be a disaster.
+RESERVED_DATABASES = frozenset({"postgres", "template0", "template1"})
+
+
+# URLs and settings --------------------------------------------------------------------
+
+
+def tenant_url(value: object, *, tenant: str, source: str, production: bool = False) -> URL:
+    """``value`` as a psycopg 3 URL for ``tenant``, or ``ConfigurationError`` naming ``source``.
+
+    Accepts ``postgresql://``, ``postgres://`` and ``postgresql+psycopg://`` like the main
+    URL and normalises the driver. Messages never contain the password.
+    """
+    if isinstance(value, URL):
+        url = value
+    elif isinstance(value, str) and value.strip():
+        try:
+            url = make_url(value.strip())
+        except (ArgumentError, ValueError):
+            raise ConfigurationError(
+                f"{source}: the URL of tenant {tenant!r} is not a valid database URL "
+                "(expected postgresql://user:secret@host:5432/database)."
+            ) from None
+    else:
+        raise ConfigurationError(
+            f"{source}: tenant {tenant!r} needs a database URL, got {type(value).__name__}."
+        )
+    shown = url.render_as_string(hide_password=True)
+    if url.drivername not in _ACCEPTED_SCHEMES:
+        raise ConfigurationError(
+            f"{source}: tenant {tenant!r} uses the driver '{url.drivername}' ({shown}), but "
+            "this project talks to PostgreSQL through psycopg 3: use postgresql:// or "
+            "postgresql+psycopg://."
+        )
+    if not url.database:
+        raise ConfigurationError(
+            f"{source}: the URL of tenant {tenant!r} names no database ({shown})."
+        )
+    if production and url.password in PLACEHOLDER_PASSWORDS:
+        raise ConfigurationError(
+            f"{source}: tenant {tenant!r} uses a placeholder password in production ({shown})."
+        )
+    return url.set(drivername=DRIVER)
+
+
+def _parse_tenant_urls(value: object, *, source: str, production: bool) -> dict[str, URL]:
+    """Slug -> normalised URL from a mapping or its JSON text; slugs validated first."""
+    if isinstance(value, str):
+        if not value.strip():
+            return {}
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ConfigurationError(
+                f"{source} is not valid JSON ({exc.msg} at character {exc.pos}); expected an "
+                'object such as {"us": "postgresql://...", "eu": "postgresql://..."}.'
+            ) from None
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f"{source} must map tenant slugs to URLs, got {type(value).__name__}."
+        )
+    return {
+        validate_tenant_slug(slug): tenant_url(
+            url, tenant=slug, source=source, production=production
+        )
+        for slug, url in value.items()
+    }
+
+
+TenantUrls = Annotated[dict[str, str], NoDecode]
+
+
+def tenant_urls_field(variable: str) -> Any:
+    """The tenant map of a database-per-tenant lib's settings, read from ``variable``."""
+    return Field(default_factory=dict, validation_alias=AliasChoices(variable), repr=False)
+
+
+class TenantDatabaseSettings(DatabaseSettings):
+    """Settings of a database-per-tenant library: the tenants' URLs and the cache's bounds.
+
+    A db lib declares its variable::
+
+        tenant_urls_variable: ClassVar[str] = "BIBIKOS_TENANT_URLS"
+        tenant_urls: TenantUrls = tenant_urls_field("BIBIKOS_TENANT_URLS")
+
+    ``tenant_urls`` holds a JSON object ``{"us": "postgresql://...", ...}``; slugs and URLs
+    are validated at load time, drivers normalised. The field is never part of ``repr``.
+    """
+
+    tenant_urls_variable: ClassVar[str] = "TENANT_URLS"
+
+    tenant_urls: TenantUrls = Field(default_factory=dict, repr=False)
+    # At most this many tenants have engines at once (least recently used ones go first).
+    tenant_max_engines: int = Field(default=20, ge=1, le=10_000)
+    # Server connections all tenant engines of this process may hold together.
+    tenant_connection_budget: int = Field(default=100, ge=2, le=1_000_000)
+
+    @field_validator("tenant_urls", mode="before")
+    @classmethod
+    def _validate_tenant_urls(cls, value: object, info: ValidationInfo) -> dict[str, str]:
+        production = str(info.data.get("environment", "")) == "production"
+        try:
+            urls = _parse_tenant_urls(value, source=cls.tenant_urls_variable, production=production)
+        except DatabaseError as exc:  # pydantic reports ValueErrors only
+            raise ValueError(str(exc)) from None
+        return {slug: url.render_as_string(hide_password=False) for slug, url in urls.items()}
+
+    @model_validator(mode="after")
+    def _budget_fits_engines(self) -> TenantDatabaseSettings:
+        prefix = str(self.model_config.get("env_prefix", "")).upper()
+        needed = self.tenant_max_engines * 2
+        if self.tenant_connection_budget < needed:
+            raise ValueError(
+                f"{prefix}TENANT_CONNECTION_BUDGET={self.tenant_connection_budget} cannot give "
+                f"each of the {prefix}TENANT_MAX_ENGINES={self.tenant_max_engines} tenant "
+                f"engines its 2 connections (one async, one sync); raise the budget to at "
+                f"least {needed} or lower the engine count"
+            )
+        return self
+
+    def tenant_url_map(self) -> dict[str, URL]:
+        """The configured tenants and their URLs (with passwords: do not print them)."""
+        return {slug: make_url(url) for slug, url in self.tenant_urls.items()}
+
+
+# resolvers ----------------------------------------------------------------------------
+
+
+@runtime_checkable
+class TenantUrlResolver(Protocol):
+    """Maps a tenant slug to its database URL; ``UnknownTenantError`` when there is none."""
+
+    async def resolve(self, slug: str) -> URL:
+        """The tenant's URL, from async code (may await a registry)."""
+        ...
+
+    def resolve_sync(self, slug: str) -> URL:
+        """The tenant's URL, from sync code (scripts, the CLI, sync sessions)."""
+        ...
+
+
+class StaticTenantUrlResolver:
+    """A fixed map of tenants to URLs, such as ``{"us": ..., "eu": ...}`` from settings."""
+
+    def __init__(self, urls: Mapping[str, URL | str], *, source: str = "tenant map") -> None:
+        self.source = source
+        self._urls = _parse_tenant_urls(urls, source=source, production=False)
+
+    @classmethod
+    def from_settings(cls, settings: TenantDatabaseSettings) -> StaticTenantUrlResolver:
+        return cls(settings.tenant_url_map(), source=settings.tenant_urls_variable)
+
+    @property
+    def tenants(self) -> tuple[str, ...]:
+        """The configured slugs, sorted."""
+        return tuple(sorted(self._urls))
+
+    def urls(self) -> dict[str, URL]:
+        """Slug -> URL, sorted by slug (URLs carry passwords: do not print them)."""
+        return {slug: self._urls[slug] for slug in self.tenants}
+
+    def resolve_sync(self, slug: str) -> URL:
+        url = self._urls.get(validate_tenant_slug(slug))
+        if url is None:
+            raise UnknownTenantError(slug)
+        return url
+
+    async def resolve(self, slug: str) -> URL:
+        return self.resolve_sync(slug)
+
+    def __repr__(self) -> str:
+        shown = {s: u.render_as_string(hide_password=True) for s, u in self.urls().items()}
+        return f"StaticTenantUrlResolver({shown})"
+
+
+ResolvedUrl = URL | str | None
+ResolverFunction = Callable[[str], ResolvedUrl | Awaitable[ResolvedUrl]]
+
+
+async def _awaited(value: Awaitable[ResolvedUrl]) -> ResolvedUrl:
+    return await value
+
+
+class CallableTenantUrlResolver:
+    """Resolves through ``fn(slug)``: sync or async, returning a URL, a str, or None.
+
+    None means "no such tenant" (``UnknownTenantError``). The slug is validated before
+    ``fn`` sees it. ``fn`` runs on the caller's thread: make a registry lookup async
+    rather than block the event loop. An async ``fn`` called from sync code runs in a
+    fresh event loop when none is running in that thread.
+    """
+
+    def __init__(self, fn: ResolverFunction, *, source: str | None = None) -> None:
+        self.fn = fn
+        self.source = source or f"tenant resolver {getattr(fn, '__qualname__', repr(fn))}"
+
+    def _checked(self, slug: str, value: object) -> URL:
+        if value is None:
+            raise UnknownTenantError(slug)
+        if not isinstance(value, URL | str):
+            raise ConfigurationError(
+                f"{self.source} returned {type(value).__name__} for tenant {slug!r}; return a "
+                "URL, a str, or None for an unknown tenant."
+            )
+        return tenant_url(value, tenant=slug, source=self.source)
+
+    async def resolve(self, slug: str) -> URL:
+        slug = validate_tenant_slug(slug)
+        found = self.fn(slug)
+        if inspect.isawaitable(found):
+            found = await found
+        return self._checked(slug, found)
+
+    def resolve_sync(self, slug: str) -> URL:
+        slug = validate_tenant_slug(slug)
+        found = self.fn(slug)
+        if inspect.isawaitable(found):
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                found = asyncio.run(_awaited(found))
+            else:
+                if inspect.iscoroutine(found):
+                    found.close()
+                raise ConfigurationError(
+                    f"{self.source} is async, but a sync session was asked for inside a "
+                    "running event loop; use `async with db.session()` there."
+                )
+        return self._checked(slug, found)

@@ -1,0 +1,132 @@
+"""``db NAME tenants ...`` of a database-per-tenant library: its tenant databases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from db_kit.config import DatabaseConfig
+from db_tools.cli.common import (
+    _fail,
+    console,
+    handle_errors,
+    with_database,
+)
+
+
+def database_tenants_app(db: DatabaseConfig) -> typer.Typer | None:
+    """``db NAME tenants ...`` of a database-per-tenant library; None for any other database.
+
+    A library is database-per-tenant when its settings derive from
+    ``TenantDatabaseSettings``; its tenants are the settings' URL map.
+    """
+    from db_kit.migrations import TenantDatabaseMigrator, TenantDatabaseResult
+    from db_kit.tenancy import TenantDatabaseSettings
+    from db_shared.tenancy import UnknownTenantError, validate_tenant_slug
+
+    if db.tenancy is not None or not issubclass(db.settings_class, TenantDatabaseSettings):
+        return None
+    variable = db.settings_class.tenant_urls_variable
+    app = typer.Typer(
+        help=f"Tenant databases of {db.name} (one database per tenant, from {variable}).",
+        no_args_is_help=True,
+    )
+    name = db.name
+
+    def unknown(slug: str) -> None:
+        _fail(f"Unknown tenant {slug!r}: add it to {variable} or pass --url.")
+
+    @app.command("create")
+    @handle_errors
+    def create(
+        slug: Annotated[str, typer.Argument(help="Lower-case letters, digits, _; 1-40 chars.")],
+        url: Annotated[
+            str | None, typer.Option(help="The tenant database URL, when the tenant map lacks it.")
+        ] = None,
+    ) -> None:
+        """Create the tenant's database (when missing) and migrate it to head."""
+        validate_tenant_slug(slug)
+        try:
+            result = TenantDatabaseMigrator(db).create(slug, url)
+        except UnknownTenantError:
+            unknown(slug)
+            return
+        done = "created and migrated" if result.status == "created" else result.status
+        console.print(
+            f"{name}: tenant {slug} database {result.database} {done}, at "
+            f"{result.after or '-'} ({result.seconds:.2f}s)."
+        )
+
+    @app.command("list")
+    @handle_errors
+    def list_tenants() -> None:
+        """Every configured tenant with its database, revision and state."""
+        states = TenantDatabaseMigrator(db).states()
+        table = Table("tenant", "database", "revision", "state")
+        for st in states:
+            style = {"up to date": "green", "pending": "yellow"}.get(st.state, "red")
+            table.add_row(st.slug, st.database, st.revision or "-", f"[{style}]{st.state}[/]")
+        console.print(table)
+        for st in states:
+            if st.error:
+                console.print(f"  {st.slug}: {escape(st.error)}")
+        console.print(f"{len(states)} tenant database(s) in {variable}.")
+
+    @app.command("migrate")
+    @handle_errors
+    def migrate() -> None:
+        """Upgrade every configured tenant database to head, one after the other."""
+
+        def report(r: TenantDatabaseResult) -> None:
+            if r.failed:
+                console.print(f"  {r.slug}: [red]failed[/]: {escape(r.error or '')}")
+            else:
+                change = f"{r.before or '(empty)'} -> {r.after}" if r.before != r.after else ""
+                console.print(f"  {r.slug}: {r.status} {change}".rstrip())
+
+        results = TenantDatabaseMigrator(db).migrate_all(on_result=report)
+        migrated = sum(r.status == "migrated" for r in results)
+        failed = sum(r.failed for r in results)
+        console.print(
+            f"{name} tenant databases: {migrated} migrated, "
+            f"{len(results) - migrated - failed} already at head, {failed} failed."
+        )
+        if failed:
+            raise typer.Exit(1)
+
+    @app.command("drop")
+    @handle_errors
+    def drop(
+        slug: str,
+        url: Annotated[
+            str | None, typer.Option(help="The tenant database URL, when the tenant map lacks it.")
+        ] = None,
+        yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+        force: Annotated[
+            bool, typer.Option("--force", help="End the sessions still connected to it.")
+        ] = False,
+    ) -> None:
+        """Drop a tenant's database and all its data (asks first)."""
+        validate_tenant_slug(slug)
+        migrator = TenantDatabaseMigrator(db)
+        try:
+            target = migrator.url_for(slug, url)
+        except UnknownTenantError:
+            unknown(slug)
+            return
+        shown = f"{target.host}:{target.port or 5432}/{target.database}"
+        if not yes and not typer.confirm(
+            f"Drop tenant {slug}'s database {shown} and ALL its data?"
+        ):
+            _fail("aborted; nothing changed.")
+        if migrator.drop(slug, url, force=force):
+            console.print(f"{name}: tenant {slug} database {shown} dropped.")
+        else:
+            console.print(f"{name}: tenant {slug} database {shown} did not exist.")
+        if slug in migrator.resolver.tenants:
+            console.print(f"Remove {slug} from {variable} too.")
+
+    return with_database(app, db)

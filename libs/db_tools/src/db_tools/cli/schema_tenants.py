@@ -1,0 +1,144 @@
+"""``db NAME tenants ...`` of a schema-per-tenant database: provision and migrate tenant schemas."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from db_kit.config import DatabaseConfig
+from db_tools.cli.common import (
+    VERIFY_HELP,
+    _fail,
+    console,
+    handle_errors,
+    with_database,
+)
+
+
+def _results_table(results: list[Any]) -> Table:
+    table = Table("tenant", "schema", "before", "after", "result", "seconds")
+    for r in sorted(results, key=lambda r: (not r.failed, r.slug)):
+        style = "red" if r.failed else ("green" if r.status == "migrated" else "dim")
+        table.add_row(
+            r.slug, r.schema, r.before or "-", r.after or "-",
+            f"[{style}]{r.status}[/]" + (f": {escape(r.error)}" if r.error else ""),
+            f"{r.seconds:.2f}",
+        )  # fmt: skip
+    return table
+
+
+def migrate_tenants(db: DatabaseConfig, workers: int, verify: bool = False) -> list[Any]:
+    """Migrate every tenant schema with a progress bar; print the per-tenant table."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from db_kit.migrations.schema_tenants import SchemaTenantMigrator
+
+    progress = Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=console, transient=True,
+    )  # fmt: skip
+    task = progress.add_task(f"{db.name} tenants", total=None)
+
+    def started(count: int) -> None:
+        progress.update(task, total=count)
+
+    def finished(result: Any) -> None:
+        progress.advance(task)
+
+    with progress:
+        results = SchemaTenantMigrator(db).migrate_all(
+            workers=workers, on_start=started, on_result=finished, verify=verify
+        )
+    migrated = sum(r.status == "migrated" for r in results)
+    failed = [r for r in results if r.failed]
+    if migrated or failed:
+        console.print(_results_table(results))
+    console.print(
+        f"{db.name} tenants: {migrated} migrated, {len(results) - migrated - len(failed)} "
+        f"already at head, {len(failed)} failed."
+    )
+    return failed
+
+
+def tenants_app(db: DatabaseConfig) -> typer.Typer:
+    """``db NAME tenants ...``: schema-per-tenant provisioning and migrations."""
+    from db_kit.migrations.schema_tenants import SchemaTenantMigrator
+
+    app = typer.Typer(help=f"Tenant schemas of the {db.name} database.", no_args_is_help=True)
+    name = db.name
+
+    @app.command("create")
+    @handle_errors
+    def create(
+        slug: Annotated[str, typer.Argument(help="Lower-case letters, digits, _; 1-40 chars.")],
+        title: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
+        region: Annotated[str | None, typer.Option(help="Region label, e.g. us or eu.")] = None,
+    ) -> None:
+        """Register a tenant, create its schema and migrate it (one transaction)."""
+        result = SchemaTenantMigrator(db).create(slug, title, region)
+        console.print(
+            f"{name}: tenant {slug} created in schema {result.schema} at {result.after} "
+            f"({result.seconds:.2f}s)."
+        )
+
+    @app.command("list")
+    @handle_errors
+    def list_tenants() -> None:
+        """Every tenant with its schema, status and revision."""
+        migrator = SchemaTenantMigrator(db)
+        with migrator.connect() as conn:
+            rows = migrator.tenants(conn)
+        table = Table("tenant", "schema", "status", "revision")
+        for row in rows:
+            table.add_row(row.slug, row.schema, row.status, row.revision or "-")
+        console.print(table)
+
+    @app.command("status")
+    @handle_errors
+    def status() -> None:
+        """Per tenant: current revision, head, and the last migration error if any."""
+        migrator = SchemaTenantMigrator(db)
+        head = migrator.head()
+        with migrator.connect() as conn:
+            rows = migrator.tenants(conn)
+            versions = migrator.versions(conn, [r.schema for r in rows])
+        table = Table("tenant", "schema", "current", "head", "state")
+        behind = 0
+        for row in rows:
+            current = versions[row.schema]
+            state = "up to date" if current == head else "pending"
+            if row.last_error:
+                state = f"[red]failed[/]: {escape(row.last_error)}"
+            behind += current != head
+            table.add_row(row.slug, row.schema, current or "-", head, state)
+        console.print(table)
+        console.print(f"{len(rows)} tenant(s), {behind} not at head.")
+        if behind:
+            raise typer.Exit(3)
+
+    @app.command("migrate")
+    @handle_errors
+    def migrate(
+        workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 2,
+        verify: Annotated[bool, typer.Option(help=VERIFY_HELP)] = False,
+    ) -> None:
+        """Bring every tenant schema to head, in parallel; rerun to resume after a failure."""
+        if migrate_tenants(db, workers, verify):
+            raise typer.Exit(1)
+
+    @app.command("drop")
+    @handle_errors
+    def drop(
+        slug: str,
+        yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    ) -> None:
+        """Drop a tenant's schema and all its data (asks first)."""
+        if not yes and not typer.confirm(f"Drop tenant {slug} and ALL its data?"):
+            _fail("aborted; nothing changed.")
+        SchemaTenantMigrator(db).drop(slug)
+        console.print(f"{name}: tenant {slug} dropped.")
+
+    return with_database(app, db)
