@@ -91,24 +91,45 @@ def test_every_module_choice_renders_lint_clean_code(tmp_path: Path, modules: st
         assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_register_in_workspace_adds_five_lines_and_nothing_else() -> None:
+def test_register_in_workspace_adds_the_library_where_the_others_are_listed() -> None:
     text = (ROOT / "pyproject.toml").read_text()
     plan = scaffold.Scaffold("demo", ROOT, ())
     edited = scaffold.register_in_workspace(text, plan)
-    added = [line for line in edited.splitlines() if line not in text.splitlines()]
-    assert added[:4] == [
-        '    "demo-db",',
-        "demo-db = { workspace = true }",
-        '    "demo_db",',
-        '    "libs/demo_db/src",',
-    ]
+    old, new = text.splitlines(), edited.splitlines()
+    added = [line for line in new if line not in old]
+    removed = [line for line in old if line not in new]
+    # Two new lines (dependencies, uv sources); three arrays get the item on their last line.
+    assert added[:2] == ['    "demo-db",', "demo-db = { workspace = true }"]
+    assert added[2].endswith(', "demo_db",')
+    assert added[3].endswith(', "libs/demo_db/src",')
     assert added[4].endswith(', "contact.*", "demo_db.*"]')
     assert len(added) == 5
-    assert len(edited.splitlines()) == len(text.splitlines()) + 4
-    doc = tomllib.loads(edited)
-    assert doc["tool"]["uv"]["sources"]["demo-db"] == {"workspace": True}
+    assert len(removed) == 3
+    assert len(new) == len(old) + 2
+    # Comments and blank lines survive.
+    assert [line for line in new if line.startswith("#") or not line] == [
+        line for line in old if line.startswith("#") or not line
+    ]
+    # It parses to exactly the intended config.
+    expected = tomllib.loads(text)
+    expected["project"]["dependencies"].append("demo-db")
+    expected["tool"]["uv"]["sources"]["demo-db"] = {"workspace": True}
+    expected["tool"]["ruff"]["lint"]["isort"]["known-first-party"].append("demo_db")
+    expected["tool"]["mypy"]["mypy_path"].append("libs/demo_db/src")
+    next(o for o in expected["tool"]["mypy"]["overrides"] if o.get("strict"))["module"].append(
+        "demo_db.*"
+    )
+    assert tomllib.loads(edited) == expected
     # A second registration of the same library changes nothing.
     assert scaffold.register_in_workspace(edited, plan) == edited
+
+
+def test_register_in_workspace_adds_a_missing_sources_table() -> None:
+    plan = scaffold.Scaffold("demo", ROOT, ())
+    text = '[project]\nname = "x"\ndependencies = []  # kept\n\n[tool.uv.workspace]\nmembers = ["libs/*"]\n'
+    edited = scaffold.register_in_workspace(text, plan)
+    assert 'dependencies = ["demo-db"]  # kept' in edited
+    assert tomllib.loads(edited)["tool"]["uv"]["sources"] == {"demo-db": {"workspace": True}}
 
 
 def test_register_in_workspace_refuses_a_pyproject_it_cannot_edit() -> None:
