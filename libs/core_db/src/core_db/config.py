@@ -22,5 +22,5 @@ CONFIG = DatabaseConfig(
     migrations="core_db.migrations",
     seed="core_db.seed:seed",
     description="my_api's database: `DATABASE_URL`.",
-    tenancy=SchemaTenancy(registry=REGISTRY),
+    tenancy=SchemaTenancy(registry=REGISTRY, registry_model="core_db.registry.models:Tenant"),
 )

@@ -13,6 +13,7 @@ from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase, Session
 
 from db_kit.settings import DatabaseSettings
+from db_kit.tenancy.registry import TenantRegistryMixin
 
 
 def _import(path: str) -> Any:
@@ -27,12 +28,23 @@ class SchemaTenancy:
 
     Tenant tables have no schema in the models; each tenant's live in ``<prefix><slug>``
     (sessions translate it with ``schema_translate_map``). The registry of tenants lives
-    in its own schema with its own models and migrations (``registry``).
+    in its own schema with its own models and migrations (``registry``); its tenant model
+    (``registry_model``, "module:Class") composes ``db_kit.tenancy.TenantRegistryMixin``.
     """
 
     registry: DatabaseConfig
-    registry_table: str = "tenants"
+    registry_model: str
     schema_prefix: str = "tenant_"
+
+    @property
+    def model(self) -> type[TenantRegistryMixin]:
+        """The registry's tenant model: the kit reads and writes tenants through it."""
+        model = _import(self.registry_model)
+        if not (isinstance(model, type) and issubclass(model, TenantRegistryMixin)):
+            raise TypeError(
+                f"{self.registry_model} must be a model class composing TenantRegistryMixin."
+            )
+        return model
 
     def schema_for(self, slug: str) -> str:
         """The schema of tenant ``slug``; the slug is validated before it names anything."""

@@ -21,6 +21,7 @@ from db_kit.config import DatabaseConfig
 from db_kit.engine import Engines, build_engines
 from db_kit.errors import ConstraintColumns, translate
 from db_kit.settings import DatabaseSettings
+from db_kit.tenancy.registry import TenantStatus
 from db_shared.errors import DatabaseError
 from db_shared.tenancy import current_tenant
 
@@ -135,11 +136,8 @@ class SQLAlchemyDatabase:
         now = time.monotonic()
         if self._known.get(slug, 0.0) > now:
             return True
-        registry = tenancy.registry
-        table = registry.metadata.tables[
-            f"{registry.version_table_schema}.{tenancy.registry_table}"
-        ]
-        stmt = select(table.c.slug).where(table.c.slug == slug, table.c.status == "active")
+        tenant = tenancy.model
+        stmt = select(tenant.slug).where(tenant.slug == slug, tenant.status == TenantStatus.ACTIVE)
         try:
             async with self.engines.async_engine.connect() as conn:
                 found = (await conn.execute(stmt)).first() is not None
@@ -213,9 +211,8 @@ class SQLAlchemyDatabase:
         tenancy = self.config.tenancy
         if tenancy is None or not self.multi_tenant:
             return {}
-        registry = tenancy.registry
-        t = registry.metadata.tables[f"{registry.version_table_schema}.{tenancy.registry_table}"].c
-        stmt = select(t.slug, t.schema_name, t.last_error).where(t.status == "active")
+        t = tenancy.model
+        stmt = select(t.slug, t.schema_name, t.last_error).where(t.status == TenantStatus.ACTIVE)
         present = text("SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname = ANY(:schemas)")
         try:
             async with self.engines.async_engine.connect() as conn:

@@ -209,15 +209,14 @@ def _check_registered(config: DatabaseConfig, conn: Connection, slug: str) -> No
     from sqlalchemy import inspect
 
     assert config.tenancy is not None
-    tenancy = config.tenancy
-    registry = tenancy.registry
-    table = registry.metadata.tables[f"{registry.version_table_schema}.{tenancy.registry_table}"]
+    tenant = config.tenancy.model
+    table = tenant.__table__  # type: ignore[attr-defined]
     if not inspect(conn).has_table(table.name, schema=table.schema):
         raise ConfigurationError(
             f"The {config.name} database has no tenant registry yet: run "
             f"`db {config.name} migrate`, then `db {config.name} tenants create {slug}`."
         )
-    if conn.execute(select(table.c.slug).where(table.c.slug == slug)).first() is None:
+    if conn.execute(select(tenant.slug).where(tenant.slug == slug)).first() is None:
         raise ConfigurationError(
             f"Unknown tenant {slug!r} in the {config.name} registry: create it with "
             f"`db {config.name} tenants create {slug}` (`db {config.name} tenants list` "

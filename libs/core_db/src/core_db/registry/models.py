@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
     Boolean,
-    CheckConstraint,
     DateTime,
     ForeignKey,
     String,
-    Text,
     Uuid,
     func,
     text,
@@ -22,14 +19,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from db_kit.models import new_metadata
+from db_kit.tenancy.registry import TenantRegistryMixin, TenantStatus
 
 SCHEMA = "core"
-
-
-class TenantStatus(StrEnum):
-    PROVISIONING = "provisioning"
-    ACTIVE = "active"
-    SUSPENDED = "suspended"
 
 
 class RegistryBase(DeclarativeBase):
@@ -37,32 +29,10 @@ class RegistryBase(DeclarativeBase):
     __mapper_args__: Any = {"eager_defaults": True}
 
 
-class Tenant(RegistryBase):
-    """One tenant and the schema that holds its data."""
+class Tenant(TenantRegistryMixin, RegistryBase):
+    """One tenant and the schema that holds its data (the kit's registry contract)."""
 
     __tablename__ = "tenants"
-    __table_args__ = (
-        CheckConstraint("slug ~ '^[a-z][a-z0-9_]{0,39}$'", name="slug_format"),
-        CheckConstraint(
-            "status IN (" + ", ".join(f"'{s.value}'" for s in TenantStatus) + ")", name="status"
-        ),
-    )
-
-    id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, primary_key=True, server_default=text("gen_random_uuid()")
-    )
-    slug: Mapped[str] = mapped_column(String(40), unique=True)
-    name: Mapped[str] = mapped_column(String(200))
-    schema_name: Mapped[str] = mapped_column(String(63), unique=True)
-    status: Mapped[str] = mapped_column(String(20), server_default=TenantStatus.PROVISIONING.value)
-    region: Mapped[str | None] = mapped_column(String(20))
-    revision: Mapped[str | None] = mapped_column(String(64))
-    migrated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
-    )
 
 
 class Plugin(RegistryBase):
@@ -109,3 +79,14 @@ class SuperAdmin(RegistryBase):
 
 
 Base = RegistryBase  # the name DatabaseConfig.models expects
+
+__all__ = [
+    "SCHEMA",
+    "Base",
+    "Plugin",
+    "RegistryBase",
+    "SuperAdmin",
+    "Tenant",
+    "TenantPlugin",
+    "TenantStatus",
+]

@@ -37,6 +37,7 @@ from db_kit.migrations.locks import (
     with_lock_retries,
 )
 from db_kit.migrations.migrator import Migrator
+from db_kit.tenancy.registry import TenantRegistryMixin, TenantStatus
 from db_shared.errors import ConfigurationError, DuplicateEntryError, NotFoundError
 
 log = logging.getLogger(__name__)
@@ -97,10 +98,14 @@ class SchemaTenantMigrator:
         return ScriptDirectory.from_config(self.migrator.alembic_config())
 
     @property
+    def model(self) -> type[TenantRegistryMixin]:
+        """The registry's tenant model (the kit's typed contract)."""
+        return self.tenancy.model
+
+    @property
     def table(self) -> Table:
-        registry = self.tenancy.registry
-        schema = registry.version_table_schema
-        return registry.metadata.tables[f"{schema}.{self.tenancy.registry_table}"]
+        table: Table = self.model.__table__  # type: ignore[attr-defined]
+        return table
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
@@ -120,7 +125,7 @@ class SchemaTenantMigrator:
         return inspect(conn).has_table(self.table.name, schema=self.table.schema)
 
     def tenants(self, conn: Connection) -> list[TenantRow]:
-        t = self.table.c
+        t = self.model
         rows = conn.execute(
             select(t.slug, t.schema_name, t.status, t.revision, t.last_error).order_by(t.slug)
         )
@@ -170,8 +175,13 @@ class SchemaTenantMigrator:
             try:
                 with conn.begin():
                     conn.execute(
-                        insert(self.table).values(
-                            slug=slug, name=name or slug, schema_name=schema, region=region
+                        insert(self.model).values(
+                            {
+                                self.model.slug: slug,
+                                self.model.name: name or slug,
+                                self.model.schema_name: schema,
+                                self.model.region: region,
+                            }
                         )
                     )
                     conn.execute(text(f"CREATE SCHEMA {_quoted(schema)}"))
@@ -205,7 +215,7 @@ class SchemaTenantMigrator:
         with self.connect() as conn, conn.begin():
             self.get(conn, slug)
             conn.execute(text(f"DROP SCHEMA IF EXISTS {_quoted(schema)} CASCADE"))
-            conn.execute(delete(self.table).where(self.table.c.slug == slug))
+            conn.execute(delete(self.model).where(self.model.slug == slug))
 
     # migrating -----------------------------------------------------------------------
 
@@ -233,11 +243,13 @@ class SchemaTenantMigrator:
         return version
 
     def _record(self, conn: Connection, slug: str, revision: str | None, error: str | None) -> None:
-        t = self.table.c
-        values: dict[str, Any] = {"last_error": error}
+        t = self.model
+        values: dict[Any, Any] = {t.last_error: error}
         if error is None:
-            values.update(revision=revision, migrated_at=func.now(), status="active")
-        conn.execute(update(self.table).where(t.slug == slug).values(**values))
+            values.update(
+                {t.revision: revision, t.migrated_at: func.now(), t.status: TenantStatus.ACTIVE}
+            )
+        conn.execute(update(t).where(t.slug == slug).values(values))
 
     def _failing_revision(self, before: str | None) -> str:
         """The revision a failed tenant upgrade stopped at: the one after the last applied."""
@@ -319,7 +331,7 @@ class SchemaTenantMigrator:
             claimed = [
                 t.schema
                 for t in tenants
-                if t.revision == head and t.last_error is None and t.status == "active"
+                if t.revision == head and t.last_error is None and t.status == TenantStatus.ACTIVE
             ]
             trusted = set(self.with_version_table(conn, claimed))
         versions = self.versions(conn, [t.schema for t in tenants if t.schema not in trusted])
