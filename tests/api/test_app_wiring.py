@@ -18,9 +18,9 @@ import core_db
 from api_kit import create_api
 from auth.router import router as auth_router
 from db_kit.database import SQLAlchemyDatabase
-from db_kit.embedded import EmbeddedPostgres
-from db_kit.migrations import Migrator
+from db_kit.migrations.migrator import Migrator
 from db_shared import UnboundTokenError
+from db_tools.embedded import EmbeddedPostgres
 
 
 def count_users(url: URL) -> int:
@@ -155,7 +155,8 @@ def test_no_route_runs_a_dependency_in_the_thread_pool(app_name: str) -> None:
     import importlib
     import inspect
 
-    app = importlib.import_module(f"{app_name}.main").app
+    config = core_db.CONFIG if app_name == "my_api" else bibikos_db.CONFIG
+    app = importlib.import_module(f"{app_name}.main").create_app(SQLAlchemyDatabase(config))
     routes = [r for r in _routes(app.router) if hasattr(r, "dependant")]
     assert len(routes) > 20
     blocking = {

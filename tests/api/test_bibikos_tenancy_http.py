@@ -12,8 +12,8 @@ from sqlalchemy.engine import URL
 
 import bibikos_db
 from bibikos_api.main import BibikosApiRouting, create_app
-from db_kit.tenant_databases import StaticTenantResolver, TenantRoutedDatabase
-from db_kit.testing import unused_port
+from db_kit.tenancy import StaticTenantUrlResolver, TenantRoutedDatabase
+from db_tools.testing import unused_port
 
 BODY = {"email": "same@example.com", "password": "long enough 1"}
 
@@ -36,7 +36,7 @@ def tenant_urls(database_at_head: Callable[..., URL]) -> dict[str, URL]:
 def base(tenant_urls: dict[str, URL]) -> Iterator[str]:
     down = URL.create("postgresql+psycopg", username="u", password="pw", host="127.0.0.1",
                       port=unused_port(), database="gone")  # fmt: skip
-    resolver = StaticTenantResolver({**tenant_urls, "down": down})
+    resolver = StaticTenantUrlResolver({**tenant_urls, "down": down})
     database = TenantRoutedDatabase(bibikos_db.CONFIG, resolver=resolver)
     routing = BibikosApiRouting(
         tenant_hosts={"us": ["us.gym.test"], "eu": ["eu.gym.test"], "down": ["down.gym.test"]}
@@ -85,7 +85,7 @@ def test_ready_is_503_when_every_tenant_database_is_down() -> None:
     down = URL.create("postgresql+psycopg", username="u", password="pw", host="127.0.0.1",
                       port=unused_port(), database="gone")  # fmt: skip
     database = TenantRoutedDatabase(
-        bibikos_db.CONFIG, resolver=StaticTenantResolver({"a": down, "b": down})
+        bibikos_db.CONFIG, resolver=StaticTenantUrlResolver({"a": down, "b": down})
     )
     routing = BibikosApiRouting(tenant_hosts={"a": ["a.gym.test"], "b": ["b.gym.test"]})
     with (

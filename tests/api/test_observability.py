@@ -25,8 +25,8 @@ import core_db
 from api_kit import DatabaseDep, bind_database, create_api
 from core_db import CoreSettings
 from db_kit.database import SQLAlchemyDatabase
-from db_kit.testing import run_sql
 from db_shared.tenancy import tenant_context
+from db_tools.testing import run_sql
 
 SLEEP = 1.0
 app_log = logging.getLogger("tests.observability")
@@ -152,12 +152,12 @@ def test_metrics_are_labelled_by_tenant(database_at_head: Callable[..., URL]) ->
     from prometheus_client import REGISTRY
 
     from core_db.config import REGISTRY as TENANT_REGISTRY
-    from db_kit.migrations import Migrator
-    from db_kit.tenant_migrations import TenantMigrator
+    from db_kit.migrations.migrator import Migrator
+    from db_kit.migrations.schema_tenants import SchemaTenantMigrator
 
     url = database_at_head(core_db.CONFIG)
     Migrator(TENANT_REGISTRY, url).upgrade()
-    TenantMigrator(core_db.CONFIG, url).create("metered")
+    SchemaTenantMigrator(core_db.CONFIG, url).create("metered")
     db = SQLAlchemyDatabase(core_db.CONFIG, url=url, multi_tenant=True)
 
     def count() -> float:
@@ -242,7 +242,7 @@ def test_prefork_workers_are_summed_in_one_scrape(
     import subprocess
     import sys
 
-    from db_kit.testing import url_string
+    from db_tools.testing import url_string
 
     url = url_string(database_at_head(core_db.CONFIG))
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}

@@ -16,8 +16,8 @@ from sqlalchemy.engine import URL
 import core_db
 from core_db.config import REGISTRY
 from db_kit.database import SQLAlchemyDatabase
-from db_kit.migrations import Migrator
-from db_kit.tenant_migrations import TenantMigrator
+from db_kit.migrations.migrator import Migrator
+from db_kit.migrations.schema_tenants import SchemaTenantMigrator
 from db_shared import ConfigurationError
 from my_api.main import MyApiRouting, create_app
 
@@ -39,7 +39,7 @@ def tenants_url(fresh_database: Callable[..., URL]) -> URL:
     Migrator(REGISTRY, url).upgrade()
     Migrator(core_db.CONFIG, url).upgrade()
     for slug in ("acme", "globex"):
-        TenantMigrator(core_db.CONFIG, url).create(slug)
+        SchemaTenantMigrator(core_db.CONFIG, url).create(slug)
     return url
 
 
@@ -269,7 +269,7 @@ def test_identity_webhook_tenant_database_down_is_503(
 
     from sqlalchemy.engine import make_url
 
-    from db_kit.embedded import EmbeddedPostgres
+    from db_tools.embedded import EmbeddedPostgres
 
     server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="db_kit_webhook_")))
     try:
@@ -277,7 +277,7 @@ def test_identity_webhook_tenant_database_down_is_503(
         url = make_url(server.ensure_database("hooks"))
         Migrator(REGISTRY, url).upgrade()
         Migrator(core_db.CONFIG, url).upgrade()
-        TenantMigrator(core_db.CONFIG, url).create("acme")
+        SchemaTenantMigrator(core_db.CONFIG, url).create("acme")
         database = SQLAlchemyDatabase(core_db.CONFIG, url=url, multi_tenant=True)
         app = create_app(database, MyApiRouting(tenant_base_domain="example.test"))
         with LiveServer(app) as base_url:
