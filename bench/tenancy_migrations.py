@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
     from db_kit.config import DatabaseConfig
-    from db_kit.migrations.schema_tenants import SchemaTenantMigrator, TenantResult
+    from db_kit.migrations import SchemaTenantMigrator
+    from db_kit.migrations import TenantReport as TenantResult
 
 COLUMN = "bench_note"
 REVISION = "bench0000001"

@@ -39,6 +39,7 @@ from db_kit.config import DatabaseConfig
 from db_kit.engine import connect_args
 from db_kit.errors import ConnectFailure, classify_connect_error, translate
 from db_kit.migrations.migrator import Migrator
+from db_kit.migrations.outcome import Outcome
 from db_kit.settings import DatabaseSettings, dotenv_path, settings_config
 from db_shared.errors import ConfigurationError, DatabaseError
 
@@ -251,7 +252,7 @@ class RemoteDeploy:
             if r.failed:
                 self.failed.append(f"{db.name} tenant {r.slug}")
                 self.say(f"{db.name} tenant {r.slug}: failed: {r.error}")
-            elif r.status == "migrated":
+            elif r.status is Outcome.MIGRATED:
                 self.say(
                     f"{db.name} tenant {r.slug}: deployed {r.before or '(empty)'} -> {r.after}."
                 )
@@ -278,7 +279,7 @@ class RemoteDeploy:
                 wait_until_reachable(target, settings, timeout=self.timeout, deadline=deadline)
             except RemoteDeployError as exc:
                 self.failed.append(target.label)
-                statuses.append("failed")
+                statuses.append(Outcome.FAILED)
                 hint = ""
                 if exc.kind is ConnectFailure.NO_DATABASE:
                     hint = f" `db {db.name} tenants create {slug}` creates it."
@@ -300,8 +301,8 @@ class RemoteDeploy:
             self._tenant_summary(f"{db.name} tenant databases", statuses)
 
     def _tenant_summary(self, what: str, statuses: list[str]) -> None:
-        migrated = statuses.count("migrated")
-        failed = statuses.count("failed")
+        migrated = statuses.count(Outcome.MIGRATED)
+        failed = statuses.count(Outcome.FAILED)
         self.say(
             f"{what}: {migrated} migrated, {len(statuses) - migrated - failed} already at head, "
             f"{failed} failed."

@@ -17,6 +17,7 @@ from db_kit.migrations.migrator import (
     RevisionFailedError,
     Status,
 )
+from db_kit.migrations.outcome import Outcome, TenantReport
 from db_kit.migrations.schema_tenants import (
     SchemaTenantMigrator,
     TenantExistsError,
@@ -29,6 +30,7 @@ __all__ = [
     "DriftError",
     "MigrationLockTimeoutError",
     "Migrator",
+    "Outcome",
     "ProductionGuardError",
     "ResetReport",
     "Revision",
@@ -40,6 +42,7 @@ __all__ = [
     "TenantDatabaseResult",
     "TenantDatabaseState",
     "TenantExistsError",
+    "TenantReport",
     "TenantResult",
     "TenantRow",
 ]

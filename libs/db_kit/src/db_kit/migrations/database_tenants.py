@@ -16,6 +16,7 @@ from sqlalchemy.engine import URL
 from db_kit.config import DatabaseConfig
 from db_kit.errors import sqlstate
 from db_kit.migrations.migrator import Migrator
+from db_kit.migrations.outcome import Outcome, TenantReport
 from db_kit.tenancy.url_resolvers import (
     RESERVED_DATABASES,
     StaticTenantUrlResolver,
@@ -33,32 +34,8 @@ T = TypeVar("T")
 # provisioning: the `db NAME tenants` commands -------------------------------------------
 
 
-@dataclass(frozen=True)
-class TenantDatabaseResult:
-    """What one command did to one tenant database."""
-
-    slug: str
-    database: str  # host:port/database
-    before: str | None
-    after: str | None
-    status: str  # "created" | "migrated" | "up to date" | "failed"
-    error: str | None = None
-    seconds: float = 0.0
-
-    @property
-    def failed(self) -> bool:
-        return self.status == "failed"
-
-
-@dataclass(frozen=True)
-class TenantDatabaseState:
-    """A configured tenant database as ``list`` shows it."""
-
-    slug: str
-    database: str  # host:port/database
-    revision: str | None
-    state: str  # "up to date" | "pending" | "missing" | "unreachable"
-    error: str | None = None
+TenantDatabaseResult = TenantReport  # a tenant database's report
+TenantDatabaseState = TenantReport  # a tenant database's line in `tenants list`
 
 
 def _reason(exc: BaseException) -> str:
@@ -149,7 +126,11 @@ class TenantDatabaseMigrator:
                     if sqlstate(exc) != "42P04":  # created meanwhile by a concurrent run
                         raise
         before, after = Migrator(self.db, target).upgrade("head")
-        status = "created" if created else ("migrated" if before != after else "up to date")
+        status = (
+            Outcome.CREATED
+            if created
+            else (Outcome.MIGRATED if before != after else Outcome.UP_TO_DATE)
+        )
         return TenantDatabaseResult(
             slug, _shown(target), ",".join(before) or None, ",".join(after) or None, status,
             seconds=time.perf_counter() - started,
@@ -179,15 +160,15 @@ class TenantDatabaseMigrator:
         migrator = Migrator(self.db, url)
         try:
             if not self.exists(url):
-                return TenantDatabaseState(slug, _shown(url), None, "missing")
+                return TenantReport(slug, _shown(url), None, None, Outcome.MISSING)
             with migrator.connect() as conn:
                 current = migrator.current(conn)
                 conn.rollback()
         except Exception as exc:
-            return TenantDatabaseState(slug, _shown(url), None, "unreachable", _reason(exc))
+            return TenantReport(slug, _shown(url), None, None, Outcome.UNREACHABLE, _reason(exc))
         revision = ",".join(current) or None
-        state = "up to date" if revision is not None and revision == head else "pending"
-        return TenantDatabaseState(slug, _shown(url), revision, state)
+        state = Outcome.UP_TO_DATE if revision is not None and revision == head else Outcome.PENDING
+        return TenantReport(slug, _shown(url), revision, revision, state)
 
     def states(self) -> list[TenantDatabaseState]:
         head = self.head()
@@ -208,13 +189,13 @@ class TenantDatabaseMigrator:
                 before, after = Migrator(self.db, url).upgrade("head")
             except Exception as exc:
                 result = TenantDatabaseResult(
-                    slug, _shown(url), None, None, "failed", _reason(exc),
+                    slug, _shown(url), None, None, Outcome.FAILED, _reason(exc),
                     time.perf_counter() - started,
                 )  # fmt: skip
             else:
                 result = TenantDatabaseResult(
                     slug, _shown(url), ",".join(before) or None, ",".join(after) or None,
-                    "migrated" if before != after else "up to date",
+                    Outcome.MIGRATED if before != after else Outcome.UP_TO_DATE,
                     seconds=time.perf_counter() - started,
                 )  # fmt: skip
             results.append(result)

@@ -37,6 +37,7 @@ from db_kit.migrations.locks import (
     with_lock_retries,
 )
 from db_kit.migrations.migrator import Migrator
+from db_kit.migrations.outcome import Outcome, TenantReport
 from db_kit.tenancy.registry import TenantRegistryMixin, TenantStatus
 from db_shared.errors import ConfigurationError, DuplicateEntryError, NotFoundError
 
@@ -60,20 +61,7 @@ class TenantRow:
     last_error: str | None
 
 
-@dataclass(frozen=True)
-class TenantResult:
-    slug: str
-    schema: str
-    before: str | None
-    after: str | None
-    status: str  # "migrated" | "up to date" | "failed"
-    error: str | None = None
-    seconds: float = 0.0
-    pid: int = 0  # the process that migrated it (0: nothing to do)
-
-    @property
-    def failed(self) -> bool:
-        return self.status == "failed"
+TenantResult = TenantReport  # a schema tenant's report
 
 
 def _quoted(schema: str) -> str:
@@ -206,7 +194,7 @@ class SchemaTenantMigrator:
                     ) from None
                 raise
         return TenantResult(
-            slug, schema, None, after, "migrated", None, time.perf_counter() - started
+            slug, schema, None, after, Outcome.MIGRATED, None, time.perf_counter() - started
         )
 
     def drop(self, slug: str) -> None:
@@ -299,7 +287,7 @@ class SchemaTenantMigrator:
             except DBAPIError as record_exc:  # e.g. the registry row is locked too
                 log.warning("could not record %s's failure: %s", tenant.slug, record_exc)
             return TenantResult(
-                tenant.slug, tenant.schema, before, before, "failed", reason,
+                tenant.slug, tenant.schema, before, before, Outcome.FAILED, reason,
                 time.perf_counter() - started, os.getpid(),
             )  # fmt: skip
         return TenantResult(
@@ -307,7 +295,7 @@ class SchemaTenantMigrator:
             tenant.schema,
             before,
             after,
-            "migrated",
+            Outcome.MIGRATED,
             None,
             time.perf_counter() - started,
             os.getpid(),
@@ -337,7 +325,7 @@ class SchemaTenantMigrator:
         versions = self.versions(conn, [t.schema for t in tenants if t.schema not in trusted])
         versions.update(dict.fromkeys(trusted, head))
         done = [
-            TenantResult(t.slug, t.schema, head, head, "up to date")
+            TenantResult(t.slug, t.schema, head, head, Outcome.UP_TO_DATE)
             for t in tenants
             if versions[t.schema] == head
         ]

@@ -9,9 +9,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from db_kit.config import DatabaseConfig
+from db_kit.migrations.outcome import Outcome
 from db_tools.cli.common import (
-    _fail,
     console,
+    fail,
     handle_errors,
     with_database,
 )
@@ -37,7 +38,7 @@ def database_tenants_app(db: DatabaseConfig) -> typer.Typer | None:
     name = db.name
 
     def unknown(slug: str) -> None:
-        _fail(f"Unknown tenant {slug!r}: add it to {variable} or pass --url.")
+        fail(f"Unknown tenant {slug!r}: add it to {variable} or pass --url.")
 
     @app.command("create")
     @handle_errors
@@ -54,7 +55,7 @@ def database_tenants_app(db: DatabaseConfig) -> typer.Typer | None:
         except UnknownTenantError:
             unknown(slug)
             return
-        done = "created and migrated" if result.status == "created" else result.status
+        done = "created and migrated" if result.status is Outcome.CREATED else result.status
         console.print(
             f"{name}: tenant {slug} database {result.database} {done}, at "
             f"{result.after or '-'} ({result.seconds:.2f}s)."
@@ -67,7 +68,7 @@ def database_tenants_app(db: DatabaseConfig) -> typer.Typer | None:
         states = TenantDatabaseMigrator(db).states()
         table = Table("tenant", "database", "revision", "state")
         for st in states:
-            style = {"up to date": "green", "pending": "yellow"}.get(st.state, "red")
+            style = {Outcome.UP_TO_DATE: "green", Outcome.PENDING: "yellow"}.get(st.status, "red")
             table.add_row(st.slug, st.database, st.revision or "-", f"[{style}]{st.state}[/]")
         console.print(table)
         for st in states:
@@ -88,7 +89,7 @@ def database_tenants_app(db: DatabaseConfig) -> typer.Typer | None:
                 console.print(f"  {r.slug}: {r.status} {change}".rstrip())
 
         results = TenantDatabaseMigrator(db).migrate_all(on_result=report)
-        migrated = sum(r.status == "migrated" for r in results)
+        migrated = sum(r.status is Outcome.MIGRATED for r in results)
         failed = sum(r.failed for r in results)
         console.print(
             f"{name} tenant databases: {migrated} migrated, "
@@ -121,7 +122,7 @@ def database_tenants_app(db: DatabaseConfig) -> typer.Typer | None:
         if not yes and not typer.confirm(
             f"Drop tenant {slug}'s database {shown} and ALL its data?"
         ):
-            _fail("aborted; nothing changed.")
+            fail("aborted; nothing changed.")
         if migrator.drop(slug, url, force=force):
             console.print(f"{name}: tenant {slug} database {shown} dropped.")
         else:

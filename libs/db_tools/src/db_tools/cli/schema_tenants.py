@@ -9,10 +9,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from db_kit.config import DatabaseConfig
+from db_kit.migrations.outcome import Outcome
 from db_tools.cli.common import (
     VERIFY_HELP,
-    _fail,
     console,
+    fail,
     handle_errors,
     with_database,
 )
@@ -21,7 +22,7 @@ from db_tools.cli.common import (
 def _results_table(results: list[Any]) -> Table:
     table = Table("tenant", "schema", "before", "after", "result", "seconds")
     for r in sorted(results, key=lambda r: (not r.failed, r.slug)):
-        style = "red" if r.failed else ("green" if r.status == "migrated" else "dim")
+        style = "red" if r.failed else ("green" if r.status is Outcome.MIGRATED else "dim")
         table.add_row(
             r.slug, r.schema, r.before or "-", r.after or "-",
             f"[{style}]{r.status}[/]" + (f": {escape(r.error)}" if r.error else ""),
@@ -52,7 +53,7 @@ def migrate_tenants(db: DatabaseConfig, workers: int, verify: bool = False) -> l
         results = SchemaTenantMigrator(db).migrate_all(
             workers=workers, on_start=started, on_result=finished, verify=verify
         )
-    migrated = sum(r.status == "migrated" for r in results)
+    migrated = sum(r.status is Outcome.MIGRATED for r in results)
     failed = [r for r in results if r.failed]
     if migrated or failed:
         console.print(_results_table(results))
@@ -109,7 +110,7 @@ def tenants_app(db: DatabaseConfig) -> typer.Typer:
         behind = 0
         for row in rows:
             current = versions[row.schema]
-            state = "up to date" if current == head else "pending"
+            state: str = Outcome.UP_TO_DATE if current == head else Outcome.PENDING
             if row.last_error:
                 state = f"[red]failed[/]: {escape(row.last_error)}"
             behind += current != head
@@ -137,7 +138,7 @@ def tenants_app(db: DatabaseConfig) -> typer.Typer:
     ) -> None:
         """Drop a tenant's schema and all its data (asks first)."""
         if not yes and not typer.confirm(f"Drop tenant {slug} and ALL its data?"):
-            _fail("aborted; nothing changed.")
+            fail("aborted; nothing changed.")
         SchemaTenantMigrator(db).drop(slug)
         console.print(f"{name}: tenant {slug} dropped.")
 
