@@ -5,16 +5,27 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
-from alembic.util import CommandError
 from rich.console import Console
 from rich.markup import escape
 
-from db_kit.config import DatabaseConfig
-from db_shared.errors import DatabaseError
-from db_tools.dev import provide_url
+if TYPE_CHECKING:
+    from db_kit.config import DatabaseConfig
+
+# Light on purpose: `db --help` imports this module, so SQLAlchemy, Alembic and the
+# toolkit are imported where an error is handled or a command runs, not here.
+
+__all__ = [
+    "VERIFY_HELP",
+    "console",
+    "err_console",
+    "fail",
+    "handle_errors",
+    "revisions",
+    "with_database",
+]
 
 VERIFY_HELP = (
     "Read every tenant's version table instead of trusting registry rows at head "
@@ -26,7 +37,8 @@ console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False)
 
 
-def _fail(message: str) -> None:
+def fail(message: str) -> None:
+    """Print ``error: message`` in red on stderr and exit with code 1."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(1)
 
@@ -38,39 +50,49 @@ def handle_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except DatabaseError as exc:
-            _fail(str(exc))
-        except CommandError as exc:
-            hint = ""
-            if "not up to date" in str(exc):
-                hint = " Apply the pending revisions first (`db NAME migrate`), then generate."
-            _fail(f"{str(exc).rstrip('.')}.{hint}")
         except Exception as exc:
-            from sqlalchemy.exc import DBAPIError
-
-            from db_kit.errors import translate
-
-            mapped = translate(exc)
-            if mapped is not None:
-                _fail(str(mapped))
-            if isinstance(exc, DBAPIError):
-                # A revision or statement failed: its transaction was rolled back.
-                reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-                from db_kit.errors import sqlstate
-                from db_kit.migrations.locks import LOCK_NOT_AVAILABLE
-
-                if sqlstate(exc) == LOCK_NOT_AVAILABLE:
-                    reason += (
-                        " (another session holds a lock this command needs; find it in "
-                        "pg_stat_activity, or raise <PREFIX>MIGRATION_LOCK_TIMEOUT_MS)"
-                    )
-                _fail(f"{reason}. The failed transaction was rolled back; nothing of it remains.")
+            _explain(exc)
             raise
 
     return wrapper  # type: ignore[return-value]
 
 
-def _revs(revs: tuple[str, ...]) -> str:
+def _explain(exc: Exception) -> None:
+    """Exit with one line for a database, Alembic or driver error; return for anything else."""
+    if isinstance(exc, typer.Exit | typer.Abort):
+        return  # a command's own exit (or fail()): nothing to translate
+    from alembic.util import CommandError
+    from sqlalchemy.exc import DBAPIError
+
+    from db_kit.errors import translate
+    from db_shared.errors import DatabaseError
+
+    if isinstance(exc, DatabaseError):
+        fail(str(exc))
+    if isinstance(exc, CommandError):
+        hint = ""
+        if "not up to date" in str(exc):
+            hint = " Apply the pending revisions first (`db NAME migrate`), then generate."
+        fail(f"{str(exc).rstrip('.')}.{hint}")
+    mapped = translate(exc)
+    if mapped is not None:
+        fail(str(mapped))
+    if isinstance(exc, DBAPIError):
+        # A revision or statement failed: its transaction was rolled back.
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        from db_kit.errors import sqlstate
+        from db_kit.migrations.locks import LOCK_NOT_AVAILABLE
+
+        if sqlstate(exc) == LOCK_NOT_AVAILABLE:
+            reason += (
+                " (another session holds a lock this command needs; find it in "
+                "pg_stat_activity, or raise <PREFIX>MIGRATION_LOCK_TIMEOUT_MS)"
+            )
+        fail(f"{reason}. The failed transaction was rolled back; nothing of it remains.")
+
+
+def revisions(revs: tuple[str, ...]) -> str:
+    """Revision ids for a report line, or ``(empty database)``."""
     return ", ".join(revs) if revs else "(empty database)"
 
 
@@ -83,6 +105,8 @@ def with_database(app: typer.Typer, db: DatabaseConfig) -> typer.Typer:
             continue
 
         def wrapped(*args: Any, __callback: Callable[..., Any] = callback, **kwargs: Any) -> Any:
+            from db_tools.dev import provide_url
+
             provide_url(db)
             return __callback(*args, **kwargs)
 

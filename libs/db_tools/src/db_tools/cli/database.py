@@ -12,11 +12,11 @@ from db_kit.config import DatabaseConfig
 from db_kit.migrations.migrator import Migrator
 from db_tools.cli.common import (
     VERIFY_HELP,
-    _fail,
-    _revs,
     console,
     err_console,
+    fail,
     handle_errors,
+    revisions,
     with_database,
 )
 from db_tools.cli.database_tenants import database_tenants_app
@@ -27,9 +27,9 @@ from db_tools.dev import describe, provide_url, provided_url
 def _upgrade_and_report(db: DatabaseConfig) -> None:
     before, after = Migrator(db).upgrade("head")
     if before == after:
-        console.print(f"{db.name}: already at head ({_revs(after)}); nothing to do.")
+        console.print(f"{db.name}: already at head ({revisions(after)}); nothing to do.")
     else:
-        console.print(f"{db.name}: upgraded {_revs(before)} -> {_revs(after)}.")
+        console.print(f"{db.name}: upgraded {revisions(before)} -> {revisions(after)}.")
 
 
 def _migrate_help(db: DatabaseConfig) -> str:
@@ -135,9 +135,9 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
         """Production: upgrade to head; refused when the models differ from what the migration files build (checked in a shadow database)."""
         before, after = Migrator(db).deploy()
         if before == after:
-            console.print(f"{name}: already at head ({_revs(after)}); nothing to do.")
+            console.print(f"{name}: already at head ({revisions(after)}); nothing to do.")
         else:
-            console.print(f"{name}: deployed {_revs(before)} -> {_revs(after)}.")
+            console.print(f"{name}: deployed {revisions(before)} -> {revisions(after)}.")
 
     @app.command()
     @handle_errors
@@ -146,8 +146,8 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
         migrator = Migrator(db)
         st = migrator.status()
         console.print(f"[bold]{name}[/] at {escape(describe(migrator.settings))}")
-        console.print(f"  current: {_revs(st.current)}")
-        console.print(f"  head:    {_revs(st.heads)}")
+        console.print(f"  current: {revisions(st.current)}")
+        console.print(f"  head:    {revisions(st.heads)}")
         if st.pending:
             console.print(f"  pending: {len(st.pending)} revision(s)")
             for rev in st.pending:
@@ -228,13 +228,13 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
     ) -> None:
         """Development: downgrade to REVISION (asks first; may drop data)."""
         if revision.startswith("-") and not revision[1:].isdigit():
-            _fail(f"Unknown option or revision {revision!r}: use -1, -2, base or a revision id.")
+            fail(f"Unknown option or revision {revision!r}: use -1, -2, base or a revision id.")
         migrator = Migrator(db)
         migrator.guard_development("downgrade")
         if not yes and not typer.confirm(f"Downgrade {name} to {revision}? Data may be lost."):
-            _fail("aborted; nothing changed.")
+            fail("aborted; nothing changed.")
         before, after = migrator.downgrade(revision)
-        console.print(f"{name}: downgraded {_revs(before)} -> {_revs(after)}.")
+        console.print(f"{name}: downgraded {revisions(before)} -> {revisions(after)}.")
 
     @app.command(help=f"Development: drop {_owned(db)} and migrate from scratch (asks first).")
     @handle_errors
@@ -244,7 +244,7 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
         migrator = Migrator(db)
         migrator.guard_development("reset")
         if not yes and not typer.confirm(f"Drop {_owned(db)} of {name} and rebuild it?"):
-            _fail("aborted; nothing changed.")
+            fail("aborted; nothing changed.")
         report = migrator.reset()
         console.print(f"{name}: dropped and rebuilt schema {report.schema}, migrated to head.")
         if report.tenants_rebuilt or report.tenants_failed:

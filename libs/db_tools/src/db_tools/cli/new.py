@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from db_shared.errors import DatabaseError
-from db_tools.cli.common import (
-    _fail,
-    console,
-)
+from db_tools.cli.common import console, fail
+
+__all__ = ["new_database"]
 
 
 def new_database(name: str, modules: str | None, *, sync: bool = True) -> None:
     """``db new``: validate everything, write the library, its first revision, install it."""
     from db_kit.settings import workspace_root
+    from db_shared.errors import DatabaseError
     from db_tools import scaffold
 
     root = workspace_root()
     pyproject = root / "pyproject.toml"
     if not (pyproject.exists() and (root / "libs").is_dir()):
-        _fail(f"{root} is not the workspace root (no pyproject.toml and libs/); run db new there.")
+        fail(f"{root} is not the workspace root (no pyproject.toml and libs/); run db new there.")
     scaffold.check_name(name, root)
     chosen = scaffold.choose_modules(modules, scaffold.shared_modules(root))
     plan = scaffold.Scaffold(name, root, chosen)
@@ -37,7 +36,7 @@ def new_database(name: str, modules: str | None, *, sync: bool = True) -> None:
         if not isinstance(problem, DatabaseError):
             raise
         # The library stays: it is complete but for its first revision.
-        _fail(
+        fail(
             f"{str(problem).rstrip('.')}. libs/{plan.package} was created without its initial "
             f'revision: once fixed, run `{scaffold.sync_commands()}` and `db {name} generate -m "'
             f'{scaffold.INITIAL_MESSAGE}"`.'
