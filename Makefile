@@ -5,8 +5,15 @@ SHELL := /bin/bash
 # uv on PATH, else the copy pip installs (`python3 -m uv`).
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --frozen
+# Recursively expanded (=), so `db list` runs only in a recipe that names $(DATABASES)
+# (migrate-all), never when the Makefile is read.
 DATABASES = $(shell $(RUN) db list 2>/dev/null | cut -f1)
 m ?=
+# `install` syncs the environment only when uv.lock or a pyproject.toml is newer than this
+# stamp (or there is no environment yet); otherwise every target starts at once.
+VENV := $(or $(UV_PROJECT_ENVIRONMENT),.venv)
+SYNCED := $(VENV)/.synced
+PYPROJECTS := pyproject.toml $(wildcard libs/*/pyproject.toml apps/*/pyproject.toml)
 
 # Settings treat an unset ENVIRONMENT as production (a URL required, no embedded server,
 # development commands refused). The developer's targets below choose development
@@ -29,8 +36,13 @@ bootstrap: ## Install uv with pip if it is missing
 	  python3 -m pip install --quiet --user uv 2>/dev/null || \
 	  python3 -m pip install --quiet --user --break-system-packages uv; }
 
-install: bootstrap ## Create .venv with every workspace member and dev tool (uv.lock, frozen)
+install: $(SYNCED) ## Create .venv with every workspace member and dev tool (uv.lock, frozen)
+
+# uv is bootstrapped only when a sync is due; the stamp is written after a successful sync.
+$(SYNCED): uv.lock $(PYPROJECTS)
+	@$(MAKE) --no-print-directory bootstrap
 	@UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --all-packages
+	@touch $@
 
 run: install ## my_api on http://127.0.0.1:8000 (docs at /docs), core database migrated and seeded
 	@$(DEV) $(RUN) db core migrate
