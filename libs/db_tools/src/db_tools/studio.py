@@ -1,4 +1,4 @@
-"""``db NAME studio``: a web UI over a database's tables (Prisma Studio's role), via sqladmin.
+"""``db NAME studio``: a web UI over a database's tables (read-only unless --write), via sqladmin.
 
 One sqladmin ``ModelView`` per mapped class of the db lib, built generically, so a new model
 shows up with no edit here. The studio is read-only unless started with ``write=True``, and
@@ -6,8 +6,8 @@ that is enforced twice: the views offer no create/edit/delete (sqladmin answers 
 crafted request), and every transaction of the studio's engine is ``READ ONLY`` in
 PostgreSQL itself, so nothing the views might miss can write either.
 
-sqladmin and uvicorn come with the ``db-kit[studio]`` extra and are imported lazily: the
-rest of db_kit works without them.
+sqladmin and uvicorn come with the ``db-tools[studio]`` extra and are imported lazily: the
+rest of db_tools works without them.
 """
 
 from __future__ import annotations

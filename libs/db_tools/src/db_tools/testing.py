@@ -116,14 +116,14 @@ def start_server(tmp_dir: Path) -> Iterator[PostgresServer]:
         with PostgresContainer("postgres:17-alpine", driver="psycopg") as container:
             yield PostgresServer(make_url(container.get_connection_url()), "testcontainers")
         return
-    from db_tools.embedded import SYSTEM_USER, EmbeddedPostgres, _bin_dir
+    from db_tools.embedded import SYSTEM_USER, EmbeddedPostgres, bin_dir
 
     server = EmbeddedPostgres(tmp_dir)
     server.start()
     _watchdog(
         os.getpid(),
         server.pgdata,
-        _bin_dir() / "pg_ctl",
+        bin_dir() / "pg_ctl",
         SYSTEM_USER if os.geteuid() == 0 else None,
     )
     try:
