@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 
 import bibikos_db
 import core_db
-from db_kit.tenancy.url_resolvers import PLACEHOLDER_PASSWORDS
+from db_kit.settings import PLACEHOLDER_PASSWORDS
 from db_tools.remote import RemoteSettings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from db_kit.config import DatabaseConfig
 from db_kit.engine import Engines, build_engines
-from db_kit.errors import ConstraintColumns, translate
+from db_kit.errors import ConstraintColumns, translate, translating
 from db_kit.settings import DatabaseSettings
 from db_kit.tenancy.registry import TenantStatus
 from db_shared.errors import DatabaseError
@@ -138,14 +138,9 @@ class SQLAlchemyDatabase:
             return True
         tenant = tenancy.model
         stmt = select(tenant.slug).where(tenant.slug == slug, tenant.status == TenantStatus.ACTIVE)
-        try:
+        with translating(self.translate):
             async with self.engines.async_engine.connect() as conn:
                 found = (await conn.execute(stmt)).first() is not None
-        except Exception as exc:
-            mapped = self.translate(exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
         if found:
             self._known[slug] = now + KNOWN_TENANT_TTL
         return found
@@ -159,7 +154,7 @@ class SQLAlchemyDatabase:
     @contextmanager
     def sync_session(self) -> Iterator[Session]:
         binds = self._current_binds()
-        try:
+        with translating(self.translate):
             bind = binds[1] if binds else self.engines.sync_engine
             with self.engines.sync_sessions(bind=bind) as session:
                 try:
@@ -168,11 +163,6 @@ class SQLAlchemyDatabase:
                 except BaseException:
                     session.rollback()
                     raise
-        except Exception as exc:
-            mapped = self.translate(exc)
-            if mapped is None or mapped is exc:
-                raise
-            raise mapped from exc
 
     # models --------------------------------------------------------------------------
 
@@ -194,14 +184,9 @@ class SQLAlchemyDatabase:
     # health and lifecycle ------------------------------------------------------------
 
     async def ping(self) -> None:
-        try:
+        with translating(self.translate):
             async with self.engines.async_engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
-        except Exception as exc:
-            mapped = self.translate(exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
 
     async def ping_tenants(self, timeout: float | None = None) -> dict[str, str | None]:
         """Readiness: ping the database (raising when it is down), then, schema-per-tenant,
@@ -214,16 +199,11 @@ class SQLAlchemyDatabase:
         t = tenancy.model
         stmt = select(t.slug, t.schema_name, t.last_error).where(t.status == TenantStatus.ACTIVE)
         present = text("SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname = ANY(:schemas)")
-        try:
+        with translating(self.translate):
             async with self.engines.async_engine.connect() as conn:
                 rows = (await conn.execute(stmt)).all()
                 schemas = [row.schema_name for row in rows]
                 found = {n for (n,) in await conn.execute(present, {"schemas": schemas})}
-        except Exception as exc:
-            mapped = self.translate(exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
         health: dict[str, str | None] = {}
         for slug, schema, error in rows:
             if schema not in found:
@@ -235,14 +215,8 @@ class SQLAlchemyDatabase:
         return health
 
     def ping_sync(self) -> None:
-        try:
-            with self.engines.sync_engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-        except Exception as exc:
-            mapped = self.translate(exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
+        with translating(self.translate), self.engines.sync_engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
         with self._lock:

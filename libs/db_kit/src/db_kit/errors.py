@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 
 import psycopg
@@ -103,7 +105,7 @@ def translate(
     if (state is not None and state.startswith("22")) or (
         state is None and isinstance(orig, psycopg.DataError)
     ):
-        return InvalidDataError(f"PostgreSQL refused a value: {_first_line(orig)}")
+        return InvalidDataError(f"PostgreSQL refused a value: {first_line(orig)}")
     if state == "40001":
         return SerializationFailureError(
             "The transaction could not be serialized with a concurrent one; retry it."
@@ -135,16 +137,39 @@ def translate(
             )
         else:
             message = (
-                f"Cannot reach PostgreSQL at {target}: {_first_line(orig)}. "
+                f"Cannot reach PostgreSQL at {target}: {first_line(orig)}. "
                 "Check that the server runs and the URL's host and port are right."
             )
         return DatabaseUnavailableError(message, host=host, port=port)
     return None
 
 
-def _first_line(orig: BaseException) -> str:
+@contextmanager
+def translating(
+    translator: Callable[[BaseException], DatabaseError | None] | None = None,
+    *,
+    url: URL | None = None,
+) -> Iterator[None]:
+    """Raise a driver error from inside the block as its ``db_shared`` error, chained.
+
+    ``translator`` defaults to ``translate`` (with ``url`` for connection errors); a
+    Database passes its own (which knows its constraints). Errors it does not map, and
+    ``db_shared`` errors themselves, go through unchanged. Works around ``await`` too.
+    """
+    try:
+        yield
+    except Exception as exc:
+        mapped = translator(exc) if translator is not None else translate(exc, url=url)
+        if mapped is None or mapped is exc:
+            raise
+        raise mapped from exc
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (the driver's, for a SQLAlchemy wrapper); its
+    type name when the message is empty. psycopg messages carry no credentials."""
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
     text = str(orig).strip().splitlines()
-    # psycopg messages carry no credentials; keep only the reason line.
     return text[0] if text else type(orig).__name__
 
 

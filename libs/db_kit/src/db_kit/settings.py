@@ -12,6 +12,7 @@ Values come from the environment, then from the workspace root's ``.env``.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -27,6 +28,39 @@ S = TypeVar("S", bound="DatabaseSettings")
 
 DRIVER = "postgresql+psycopg"
 _ACCEPTED_SCHEMES = {"postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg_async"}
+
+
+# Passwords refused in production: they are examples, never secrets.
+PLACEHOLDER_PASSWORDS = frozenset({"password", "changeme", "postgres", "secret"})
+
+
+def parse_database_url(
+    value: str | URL, *, problem: Callable[[str], ConfigurationError], production: bool
+) -> URL:
+    """``value`` as a psycopg 3 URL, or ``problem(what is wrong)`` raised.
+
+    The one URL validation of the kit (a database's URL, a tenant's URL): accepts
+    ``postgresql://``, ``postgres://`` and ``postgresql+psycopg://``, requires a database
+    name, refuses placeholder passwords in production. ``what`` never holds the password.
+    """
+    if isinstance(value, URL):
+        url = value
+    else:
+        try:
+            url = make_url(value.strip())
+        except (ArgumentError, ValueError):
+            raise problem("is not a valid database URL") from None
+    shown = url.render_as_string(hide_password=True)
+    if url.drivername not in _ACCEPTED_SCHEMES:
+        raise problem(
+            f"uses the driver '{url.drivername}' ({shown}), but this project talks to "
+            "PostgreSQL through psycopg 3: use postgresql:// or postgresql+psycopg://"
+        )
+    if not url.database:
+        raise problem(f"names no database ({shown}); add it after the host")
+    if production and url.password in PLACEHOLDER_PASSWORDS:
+        raise problem(f"uses a placeholder password in production ({shown})")
+    return url.set(drivername=DRIVER)
 
 
 class Environment(StrEnum):
@@ -201,21 +235,7 @@ class DatabaseSettings(BaseSettings):
                 f"or in {dotenv_path()}, e.g. {example}; or choose development explicitly "
                 "with ENVIRONMENT=development (the Makefile's developer targets do)."
             )
-        try:
-            url = make_url(self.url.strip())
-        except (ArgumentError, ValueError):
-            raise problem("is not a valid database URL") from None
-        shown = url.render_as_string(hide_password=True)
-        if url.drivername not in _ACCEPTED_SCHEMES:
-            raise problem(
-                f"uses the driver '{url.drivername}' ({shown}), but this project talks to "
-                "PostgreSQL through psycopg 3: use postgresql:// or postgresql+psycopg://"
-            )
-        if not url.database:
-            raise problem(f"names no database ({shown}); add it after the host")
-        if self.is_production and url.password in {"password", "changeme", "postgres", "secret"}:
-            raise problem(f"uses a placeholder password in production ({shown})")
-        return url.set(drivername=DRIVER)
+        return parse_database_url(self.url, problem=problem, production=self.is_production)
 
     def resolved_url(self) -> URL:
         """The URL to connect to; ``ConfigurationError`` naming the variable when unset.

@@ -37,7 +37,7 @@ from sqlalchemy.pool import NullPool
 
 from db_kit.config import DatabaseConfig
 from db_kit.engine import connect_args
-from db_kit.errors import ConnectFailure, classify_connect_error, translate
+from db_kit.errors import ConnectFailure, classify_connect_error, first_line, translate
 from db_kit.migrations.migrator import Migrator
 from db_kit.migrations.outcome import Outcome
 from db_kit.settings import DatabaseSettings, dotenv_path, settings_config
@@ -345,8 +345,7 @@ def failure_line(exc: BaseException) -> str:
     if mapped is not None:
         return str(mapped)
     if isinstance(exc, sa_exc.DBAPIError):
-        orig = exc.orig if exc.orig is not None else exc
-        reason = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+        reason = first_line(exc)
         return (
             f"{reason}. The failed revision's transaction was rolled back; nothing of it remains."
         )

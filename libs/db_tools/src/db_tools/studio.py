@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, String, select
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase
 
 from db_kit.config import DatabaseConfig
@@ -189,18 +188,13 @@ def _check(
 ) -> None:
     """Connect once (driver errors become ``db_shared`` errors); with ``registered``, that
     slug must be in the schema-per-tenant registry."""
-    from db_kit.errors import translate
+    from db_kit.errors import translating
 
     engine = build_admin_engine(settings, url)
     try:
-        with engine.connect() as conn:
+        with translating(url=url), engine.connect() as conn:
             if registered is not None:
                 _check_registered(config, conn, registered)
-    except DBAPIError as exc:
-        mapped = translate(exc, url=url)
-        if mapped is None:
-            raise
-        raise mapped from exc
     finally:
         engine.dispose()
 

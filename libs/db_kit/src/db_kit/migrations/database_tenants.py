@@ -14,9 +14,10 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 
 from db_kit.config import DatabaseConfig
-from db_kit.errors import sqlstate
+from db_kit.errors import first_line, sqlstate
 from db_kit.migrations.migrator import Migrator
 from db_kit.migrations.outcome import Outcome, TenantReport
+from db_kit.sql import quote_identifier
 from db_kit.tenancy.url_resolvers import (
     RESERVED_DATABASES,
     StaticTenantUrlResolver,
@@ -36,12 +37,6 @@ T = TypeVar("T")
 
 TenantDatabaseResult = TenantReport  # a tenant database's report
 TenantDatabaseState = TenantReport  # a tenant database's line in `tenants list`
-
-
-def _reason(exc: BaseException) -> str:
-    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig else exc
-    lines = str(orig).strip().splitlines()
-    return (lines[0] if lines else type(orig).__name__)[:500]
 
 
 def _shown(url: URL) -> str:
@@ -118,7 +113,7 @@ class TenantDatabaseMigrator:
         created = False
         if not self.exists(target):
             with self._server(target) as conn:
-                quoted = conn.dialect.identifier_preparer.quote_identifier(name)
+                quoted = quote_identifier(name)
                 try:
                     conn.execute(text(f"CREATE DATABASE {quoted}"))
                     created = True
@@ -143,7 +138,7 @@ class TenantDatabaseMigrator:
         if not self.exists(target):
             return False
         with self._server(target) as conn:
-            quoted = conn.dialect.identifier_preparer.quote_identifier(name)
+            quoted = quote_identifier(name)
             conn.execute(text(f"DROP DATABASE {quoted}" + (" WITH (FORCE)" if force else "")))
         return True
 
@@ -165,7 +160,9 @@ class TenantDatabaseMigrator:
                 current = migrator.current(conn)
                 conn.rollback()
         except Exception as exc:
-            return TenantReport(slug, _shown(url), None, None, Outcome.UNREACHABLE, _reason(exc))
+            return TenantReport(
+                slug, _shown(url), None, None, Outcome.UNREACHABLE, first_line(exc)[:500]
+            )
         revision = ",".join(current) or None
         state = Outcome.UP_TO_DATE if revision is not None and revision == head else Outcome.PENDING
         return TenantReport(slug, _shown(url), revision, revision, state)
@@ -189,7 +186,7 @@ class TenantDatabaseMigrator:
                 before, after = Migrator(self.db, url).upgrade("head")
             except Exception as exc:
                 result = TenantDatabaseResult(
-                    slug, _shown(url), None, None, Outcome.FAILED, _reason(exc),
+                    slug, _shown(url), None, None, Outcome.FAILED, first_line(exc)[:500],
                     time.perf_counter() - started,
                 )  # fmt: skip
             else:

@@ -19,7 +19,7 @@ from sqlalchemy.engine import URL
 
 from db_kit.config import DatabaseConfig
 from db_kit.engine import build_admin_engine
-from db_kit.errors import sqlstate, translate
+from db_kit.errors import first_line, sqlstate, translate, translating
 from db_kit.migrations.env import configure_options, lock_key, migration_lock
 from db_kit.migrations.locks import (
     QUERY_CANCELED,
@@ -28,6 +28,7 @@ from db_kit.migrations.locks import (
     with_lock_retries,
 )
 from db_kit.migrations.shadow import shadow_database
+from db_kit.sql import quote_identifier
 from db_shared.errors import (
     ConfigurationError,
     DatabaseError,
@@ -182,13 +183,8 @@ class Migrator:
         connection failures become ``DatabaseUnavailableError``."""
         engine = self.engine()
         try:
-            try:
+            with translating(url=self.url):
                 conn = engine.connect()
-            except Exception as exc:
-                mapped = translate(exc, url=self.url)
-                if mapped is None:
-                    raise
-                raise mapped from exc
             with conn:
                 set_migration_timeouts(conn, self.settings)
                 yield conn
@@ -409,9 +405,6 @@ class Migrator:
         assert isinstance(result, Script)
         return result
 
-    def _quote(self, conn: Connection, name: str) -> str:
-        return str(conn.dialect.identifier_preparer.quote_identifier(name))
-
     def reset(self) -> ResetReport:
         """Drop what this migration stream owns and migrate it from scratch.
 
@@ -432,8 +425,8 @@ class Migrator:
                 if registry.registry_ready(conn):
                     tenants = [row.schema for row in registry.tenants(conn)]
             for name in [schema, *tenants]:
-                conn.execute(text(f"DROP SCHEMA IF EXISTS {self._quote(conn, name)} CASCADE"))
-                conn.execute(text(f"CREATE SCHEMA {self._quote(conn, name)}"))
+                conn.execute(text(f"DROP SCHEMA IF EXISTS {quote_identifier(name)} CASCADE"))
+                conn.execute(text(f"CREATE SCHEMA {quote_identifier(name)}"))
             conn.commit()
         self.upgrade("head")
         rebuilt: list[str] = []
@@ -539,9 +532,7 @@ def _revs(revs: tuple[str, ...]) -> str:
 
 def _reason(exc: BaseException, settings: Any) -> str:
     """One line: the driver's reason, with the setting to raise for a statement timeout."""
-    orig = getattr(exc, "orig", None) or exc
-    lines = str(orig).strip().splitlines()
-    reason = lines[0] if lines else type(orig).__name__
+    reason = first_line(exc)
     if sqlstate(exc) == QUERY_CANCELED and "statement timeout" in reason:
         prefix = str(settings.model_config.get("env_prefix", "")).upper()
         reason += (

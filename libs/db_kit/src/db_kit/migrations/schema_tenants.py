@@ -29,7 +29,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 
 from db_kit.config import DatabaseConfig, SchemaTenancy
-from db_kit.errors import sqlstate
+from db_kit.errors import first_line, sqlstate
 from db_kit.migrations.env import advisory_lock, lock_key, migration_lock
 from db_kit.migrations.locks import (
     MigrationLockTimeoutError,
@@ -38,6 +38,7 @@ from db_kit.migrations.locks import (
 )
 from db_kit.migrations.migrator import Migrator
 from db_kit.migrations.outcome import Outcome, TenantReport
+from db_kit.sql import quote_identifier
 from db_kit.tenancy.registry import TenantRegistryMixin, TenantStatus
 from db_shared.errors import ConfigurationError, DuplicateEntryError, NotFoundError
 
@@ -62,11 +63,6 @@ class TenantRow:
 
 
 TenantResult = TenantReport  # a schema tenant's report
-
-
-def _quoted(schema: str) -> str:
-    # Schemas come from SchemaTenancy.schema_for (validated slug, fixed prefix); quote anyway.
-    return '"' + schema.replace('"', '""') + '"'
 
 
 class SchemaTenantMigrator:
@@ -146,7 +142,7 @@ class SchemaTenantMigrator:
         found: dict[str, str | None] = dict.fromkeys(schemas)
         if present:
             union = " UNION ALL ".join(
-                f"SELECT {i} AS i, version_num FROM {_quoted(s)}.{self.db.version_table}"
+                f"SELECT {i} AS i, version_num FROM {quote_identifier(s)}.{self.db.version_table}"
                 for i, s in enumerate(present)
             )
             for i, version in conn.execute(text(union)):
@@ -172,7 +168,7 @@ class SchemaTenantMigrator:
                             }
                         )
                     )
-                    conn.execute(text(f"CREATE SCHEMA {_quoted(schema)}"))
+                    conn.execute(text(f"CREATE SCHEMA {quote_identifier(schema)}"))
                     after = self._upgrade_in_transaction(conn, schema)
                     self._record(conn, slug, after, None)
             except DBAPIError as exc:
@@ -202,14 +198,14 @@ class SchemaTenantMigrator:
         schema = self.tenancy.schema_for(slug)
         with self.connect() as conn, conn.begin():
             self.get(conn, slug)
-            conn.execute(text(f"DROP SCHEMA IF EXISTS {_quoted(schema)} CASCADE"))
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {quote_identifier(schema)} CASCADE"))
             conn.execute(delete(self.model).where(self.model.slug == slug))
 
     # migrating -----------------------------------------------------------------------
 
     def _upgrade_in_transaction(self, conn: Connection, schema: str) -> str | None:
         advisory_lock(conn, lock_key(self.db.version_table, schema), xact=True)
-        conn.execute(text(f"SET LOCAL search_path TO {_quoted(schema)}"))
+        conn.execute(text(f"SET LOCAL search_path TO {quote_identifier(schema)}"))
         cfg = self.migrator.alembic_config(conn)
         cfg.attributes["tenant_schema"] = schema
         cfg.attributes["applied"] = self._applied = []
@@ -226,7 +222,7 @@ class SchemaTenantMigrator:
         ):
             script.run_env()
         version: str | None = conn.execute(
-            text(f"SELECT version_num FROM {_quoted(schema)}.{self.db.version_table}")
+            text(f"SELECT version_num FROM {quote_identifier(schema)}.{self.db.version_table}")
         ).scalar()
         return version
 
@@ -274,10 +270,7 @@ class SchemaTenantMigrator:
             if isinstance(exc, MigrationLockTimeoutError):
                 reason = str(exc)
             else:
-                first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-                reason = f"{self._failing_revision(before)} failed: " + (
-                    first[0] if first else type(exc).__name__
-                )
+                reason = f"{self._failing_revision(before)} failed: {first_line(exc)}"
             reason = reason[:1000]
             if conn.in_transaction():
                 conn.rollback()

@@ -16,11 +16,12 @@ from collections.abc import Iterator
 
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
-from db_kit.errors import translate
-from db_kit.settings import DRIVER, DatabaseSettings
+from db_kit.errors import first_line, translating
+from db_kit.settings import DatabaseSettings, parse_database_url
+from db_kit.sql import quote_identifier
 from db_shared.errors import ConfigurationError
 
 SHADOW_MARK = "_shadow_"
@@ -42,16 +43,11 @@ def configured_shadow(settings: DatabaseSettings) -> URL | None:
     if not raw:
         return None
     variable = shadow_variable(settings)
-    try:
-        url = make_url(raw)
-    except (sa_exc.ArgumentError, ValueError):
-        raise ShadowDatabaseError(f"{variable} is not a valid database URL.") from None
-    if not url.drivername.startswith("postgres") or not url.database:
-        raise ShadowDatabaseError(
-            f"{variable} must be a postgresql:// URL naming an empty database "
-            f"({url.render_as_string(hide_password=True)})."
-        )
-    return url.set(drivername=DRIVER)
+
+    def problem(what: str) -> ConfigurationError:
+        return ShadowDatabaseError(f"{variable} {what}; it must name an empty database.")
+
+    return parse_database_url(raw, problem=problem, production=False)
 
 
 def _engine(url: URL, settings: DatabaseSettings) -> Connection:
@@ -62,13 +58,11 @@ def _engine(url: URL, settings: DatabaseSettings) -> Connection:
         hide_parameters=True,
     )
     try:
-        return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-    except Exception as exc:
+        with translating(url=url):
+            return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    except Exception:
         engine.dispose()
-        mapped = translate(exc, url=url)
-        if mapped is None:
-            raise
-        raise mapped from exc
+        raise
 
 
 def _user_schemas(conn: Connection) -> list[str]:
@@ -108,7 +102,7 @@ def _configured(url: URL, settings: DatabaseSettings) -> Iterator[URL]:
         # Empty it again: drop what the migrations made (it was empty before).
         with contextlib.suppress(sa_exc.DBAPIError):
             for schema in _user_schemas(conn):
-                quoted = conn.dialect.identifier_preparer.quote(schema)
+                quoted = quote_identifier(schema)
                 conn.execute(text(f"DROP SCHEMA {quoted} CASCADE"))
             conn.execute(text("CREATE SCHEMA IF NOT EXISTS public"))
         conn.close()
@@ -128,11 +122,11 @@ def shadow_database(settings: DatabaseSettings, target: URL) -> Iterator[URL]:
     # CREATE/DROP DATABASE may be issued from any database of the server: use the target.
     conn = _engine(target, settings)
     try:
-        quoted = conn.dialect.identifier_preparer.quote(name)
+        quoted = quote_identifier(name)
         try:
             conn.execute(text(f"CREATE DATABASE {quoted} TEMPLATE template0"))
         except sa_exc.DBAPIError as exc:
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            reason = first_line(exc)
             raise ShadowDatabaseError(
                 f"Could not create a shadow database on {target.host}:{target.port or 5432} to "
                 f"build the migrations in ({reason}). Grant CREATEDB to "

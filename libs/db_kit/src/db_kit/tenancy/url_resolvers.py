@@ -13,9 +13,8 @@ from typing import Annotated, Any, ClassVar, Protocol, TypeVar, runtime_checkabl
 from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import NoDecode
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
 
-from db_kit.settings import _ACCEPTED_SCHEMES, DRIVER, DatabaseSettings
+from db_kit.settings import DatabaseSettings, parse_database_url
 from db_shared.errors import ConfigurationError, DatabaseError
 from db_shared.tenancy import (
     UnknownTenantError,
@@ -25,8 +24,6 @@ from db_shared.tenancy import (
 T = TypeVar("T")
 
 
-# Passwords refused in production, as for the main URL.
-PLACEHOLDER_PASSWORDS = frozenset({"password", "changeme", "postgres", "secret"})
 # Databases a tenant may never name: CREATE/DROP DATABASE on them would be a disaster.
 RESERVED_DATABASES = frozenset({"postgres", "template0", "template1"})
 
@@ -35,41 +32,17 @@ RESERVED_DATABASES = frozenset({"postgres", "template0", "template1"})
 
 
 def tenant_url(value: object, *, tenant: str, source: str, production: bool = False) -> URL:
-    """``value`` as a psycopg 3 URL for ``tenant``, or ``ConfigurationError`` naming ``source``.
-
-    Accepts ``postgresql://``, ``postgres://`` and ``postgresql+psycopg://`` like the main
-    URL and normalises the driver. Messages never contain the password.
-    """
-    if isinstance(value, URL):
-        url = value
-    elif isinstance(value, str) and value.strip():
-        try:
-            url = make_url(value.strip())
-        except (ArgumentError, ValueError):
-            raise ConfigurationError(
-                f"{source}: the URL of tenant {tenant!r} is not a valid database URL "
-                "(expected postgresql://user:secret@host:5432/database)."
-            ) from None
-    else:
+    """``value`` as a psycopg 3 URL for ``tenant``, or ``ConfigurationError`` naming ``source``
+    (the kit's one URL validation, ``parse_database_url``). Never shows the password."""
+    if not (isinstance(value, URL) or (isinstance(value, str) and value.strip())):
         raise ConfigurationError(
             f"{source}: tenant {tenant!r} needs a database URL, got {type(value).__name__}."
         )
-    shown = url.render_as_string(hide_password=True)
-    if url.drivername not in _ACCEPTED_SCHEMES:
-        raise ConfigurationError(
-            f"{source}: tenant {tenant!r} uses the driver '{url.drivername}' ({shown}), but "
-            "this project talks to PostgreSQL through psycopg 3: use postgresql:// or "
-            "postgresql+psycopg://."
-        )
-    if not url.database:
-        raise ConfigurationError(
-            f"{source}: the URL of tenant {tenant!r} names no database ({shown})."
-        )
-    if production and url.password in PLACEHOLDER_PASSWORDS:
-        raise ConfigurationError(
-            f"{source}: tenant {tenant!r} uses a placeholder password in production ({shown})."
-        )
-    return url.set(drivername=DRIVER)
+
+    def problem(what: str) -> ConfigurationError:
+        return ConfigurationError(f"{source}: the URL of tenant {tenant!r} {what}.")
+
+    return parse_database_url(value, problem=problem, production=production)
 
 
 def _parse_tenant_urls(value: object, *, source: str, production: bool) -> dict[str, URL]:

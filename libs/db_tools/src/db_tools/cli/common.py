@@ -64,7 +64,7 @@ def _explain(exc: Exception) -> None:
     from alembic.util import CommandError
     from sqlalchemy.exc import DBAPIError
 
-    from db_kit.errors import translate
+    from db_kit.errors import first_line, translate
     from db_shared.errors import DatabaseError
 
     if isinstance(exc, DatabaseError):
@@ -79,7 +79,7 @@ def _explain(exc: Exception) -> None:
         fail(str(mapped))
     if isinstance(exc, DBAPIError):
         # A revision or statement failed: its transaction was rolled back.
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        reason = first_line(exc)
         from db_kit.errors import sqlstate
         from db_kit.migrations.locks import LOCK_NOT_AVAILABLE
 
