@@ -13,7 +13,7 @@ m ?=
 # stamp (or there is no environment yet); otherwise every target starts at once.
 VENV := $(or $(UV_PROJECT_ENVIRONMENT),.venv)
 SYNCED := $(VENV)/.synced
-PYPROJECTS := pyproject.toml $(wildcard libs/*/pyproject.toml apps/*/pyproject.toml)
+SYNC_INPUTS := $(wildcard uv.lock pyproject.toml libs/*/pyproject.toml apps/*/pyproject.toml)
 
 # Settings treat an unset ENVIRONMENT as production (a URL required, no embedded server,
 # development commands refused). The developer's targets below choose development
@@ -39,7 +39,7 @@ bootstrap: ## Install uv with pip if it is missing
 install: $(SYNCED) ## Create .venv with every workspace member and dev tool (uv.lock, frozen)
 
 # uv is bootstrapped only when a sync is due; the stamp is written after a successful sync.
-$(SYNCED): uv.lock $(PYPROJECTS)
+$(SYNCED): $(SYNC_INPUTS)
 	@$(MAKE) --no-print-directory bootstrap
 	@UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --all-packages
 	@touch $@
