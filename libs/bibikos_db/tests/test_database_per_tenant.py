@@ -271,11 +271,11 @@ def test_cleanup_one_tenant_then_all(
         for slug in tenants:
             await use(slug)
         assert connections(postgres_server, app, expected=3) == 3
-        await db.cleanup("eu")  # the seed's cleanupPrismaConnections(Tenant.EU)
+        await db.cleanup("eu")  # dispose one tenant's engines
         assert db.cache.stats().live == ("us", "apac")
         assert connections(postgres_server, app, expected=2) == 2
         await use("eu")  # the next use builds eu's engines again
-        await db.cleanup()  # cleanupPrismaConnections()
+        await db.cleanup()  # dispose every tenant's engines
         assert db.cache.stats().live == ()
 
     asyncio.run(scenario())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,21 +128,29 @@ def build_engines(
     *,
     prepare: bool = True,
     name: str | None = None,
+    sync_settings: DatabaseSettings | None = None,
+    cursors: tuple[type, type] | None = None,
+    each_engine: Callable[[Engine], None] | None = None,
 ) -> Engines:
-    """Create (but do not connect) the engines of one database.
+    """Create (but do not connect) the engines of one database: the one engine factory.
 
     ``url`` defaults to the settings' URL (``resolved_url``: never starts a server).
-    ``name`` labels the engines' metrics (default: the URL's database name).
+    ``name`` labels the engines' metrics (default: the URL's database name); ``cursors``
+    (sync, async) replaces the cursor classes built for that label. ``sync_settings``
+    sizes the sync pool apart from the async one, and ``each_engine`` is called with both
+    sync engines (the tenant engine cache watches their connections this way).
     """
     target = url if url is not None else settings.resolved_url()
-    cursor, async_cursor = cursor_factories(name or target.database or "?", settings)
+    cursor, async_cursor = cursors or cursor_factories(name or target.database or "?", settings)
     async_engine = create_async_engine(
         target, **engine_kwargs(settings, prepare=prepare, cursor_factory=async_cursor)
     )
     sync_engine = create_engine(
-        target, **engine_kwargs(settings, prepare=prepare, cursor_factory=cursor)
+        target, **engine_kwargs(sync_settings or settings, prepare=prepare, cursor_factory=cursor)
     )
     for engine in (async_engine.sync_engine, sync_engine):
+        if each_engine is not None:
+            each_engine(engine)
         cache_schema_translation(engine)
         instrument(engine, settings=settings)
     return Engines(

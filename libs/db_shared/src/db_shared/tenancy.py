@@ -1,7 +1,6 @@
 """The current tenant: a validated slug carried in a context variable.
 
-Python's counterpart of the seed's AsyncLocalStorage. An ASGI middleware sets it per
-request; jobs and scripts set it with ``tenant_context(...)`` or ``@with_tenant(...)``;
+A ``contextvars`` variable: an ASGI middleware sets it per request; jobs and scripts set it with ``tenant_context(...)`` or ``@with_tenant(...)``;
 ``db.session()`` and repositories read it with ``current_tenant()``.
 
 It follows the code that runs on its behalf where Python copies the context: tasks made
@@ -281,8 +280,7 @@ def create_tenant_repository(
     """``repo_cls(factory(tenant))``: a repository wired to one tenant's data.
 
     ``factory`` returns what the repository takes (a ``Database``, a session maker...);
-    ``tenant=None`` means the current tenant. The seed's
-    ``createTenantRepository(UserRepository, host)``.
+    ``tenant=None`` means the current tenant.
     """
     chosen = current_tenant() if tenant is None else as_tenant(tenant)
     return repo_cls(factory(chosen))

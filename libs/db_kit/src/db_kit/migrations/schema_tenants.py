@@ -23,6 +23,7 @@ from functools import cached_property
 from typing import Any
 
 from alembic.runtime.environment import EnvironmentContext
+from alembic.runtime.migration import MigrationStep
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Table, delete, func, insert, inspect, select, text, update
 from sqlalchemy.engine import URL, make_url
@@ -215,7 +216,7 @@ class SchemaTenantMigrator:
         with EnvironmentContext(
             cfg,
             script,
-            fn=lambda rev, _ctx: script._upgrade_revs("head", rev),
+            fn=lambda rev, _ctx: _steps_to_head(script, rev),
             as_sql=False,
             starting_rev=None,
             destination_rev="head",
@@ -386,6 +387,17 @@ class SchemaTenantMigrator:
                     elif pending:
                         wait(pending, return_when=FIRST_COMPLETED)
         return results
+
+
+def _steps_to_head(script: ScriptDirectory, current: Any) -> list[MigrationStep]:
+    """The upgrade steps from ``current`` to head, through Alembic's public API (what
+    ``alembic.command.upgrade`` computes, without reading the revision files again)."""
+    revisions = script.iterate_revisions("head", current, implicit_base=True)
+    return [
+        MigrationStep.upgrade_from_script(script.revision_map, revision)
+        for revision in reversed(list(revisions))
+        if revision is not None
+    ]
 
 
 # worker processes ----------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 ``generate``, ``deploy`` and ``status`` must compare the models with what the migrations
 build, never with a live database that ``push`` or a hand-made change may have moved
-(Prisma's ``migrate dev`` works the same way). The shadow is a new database created beside
+(a scratch database built from the migration files, never the one you work on). The shadow is a new database created beside
 the target (``CREATE DATABASE``, so the role needs CREATEDB) and dropped afterwards, or the
 empty database ``<PREFIX>SHADOW_DATABASE_URL`` names, emptied again after use.
 """

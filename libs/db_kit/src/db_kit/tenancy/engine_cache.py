@@ -31,14 +31,12 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, event
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
-from sqlalchemy.orm import sessionmaker
 from sqlalchemy.pool import QueuePool
 
-from db_kit.engine import Engines, engine_kwargs
-from db_kit.observability import cursor_factories, instrument
+from db_kit.engine import Engines, build_engines
+from db_kit.observability import cursor_factories
 from db_kit.settings import DatabaseSettings
 from db_kit.tenancy.url_resolvers import (
     StaticTenantUrlResolver,
@@ -374,22 +372,12 @@ class EngineCache:
             return _Claim(waiter=waiter, retry_at=retry_at)
 
     def _build(self, url: URL) -> Engines:
-        # Like engine.build_engines, with the sync pool sized apart from the async one.
-        async_engine = create_async_engine(
-            url, **engine_kwargs(self._async_settings, cursor_factory=self._cursors[1])
-        )
-        sync_engine = create_engine(
-            url, **engine_kwargs(self._sync_settings, cursor_factory=self._cursors[0])
-        )
-        for engine in (async_engine.sync_engine, sync_engine):
-            self._watch_closes(engine)
-            instrument(engine, settings=self._async_settings)
-        return Engines(
-            url=url,
-            async_engine=async_engine,
-            sync_engine=sync_engine,
-            async_sessions=async_sessionmaker(async_engine, expire_on_commit=False),
-            sync_sessions=sessionmaker(sync_engine, expire_on_commit=False),
+        return build_engines(
+            self._async_settings,
+            url,
+            sync_settings=self._sync_settings,
+            cursors=self._cursors,
+            each_engine=self._watch_closes,
         )
 
     # closed connections ------------------------------------------------------------------
@@ -543,7 +531,7 @@ class EngineCache:
             return idle
 
     async def cleanup(self, tenant: TenantLike | None = None) -> None:
-        """Dispose one tenant's engines, or every tenant's (the seed's cleanupPrismaConnections).
+        """Dispose one tenant's engines, or every tenant's (each waits for its open sessions).
 
         Engines with sessions still open are disposed when their last session ends; those
         sessions complete normally. The next use of a tenant builds new engines.
