@@ -102,13 +102,13 @@ def psql(url: URL, script: str, folder: Path) -> None:
     """Run ``script`` with the embedded wheel's psql, stopping at the first error."""
     from psycopg.conninfo import make_conninfo
 
-    from db_tools.embedded import _bin_dir
+    from db_tools.embedded import bin_dir
 
     path = folder / f"script_{uuid.uuid4().hex[:8]}.sql"
     path.write_text("SET client_min_messages = warning;\n" + script)
     subprocess.run(
         [
-            str(_bin_dir() / "psql"),
+            str(bin_dir() / "psql"),
             *("-X", "-q", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null"),
             *("--dbname", make_conninfo(**psycopg_kwargs(url)), "-f", str(path)),
         ],

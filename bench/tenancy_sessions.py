@@ -69,11 +69,11 @@ def dump_schema(url: URL, schema: str) -> str:
     """The schema's DDL and rows as SQL (the wheel's pg_dump), psql meta-commands removed."""
     from psycopg.conninfo import make_conninfo
 
-    from db_tools.embedded import _bin_dir
+    from db_tools.embedded import bin_dir
 
     result = subprocess.run(
         [
-            str(_bin_dir() / "pg_dump"),
+            str(bin_dir() / "pg_dump"),
             *("--dbname", make_conninfo(**psycopg_kwargs(url)), "--schema", schema),
             *("--inserts", "--no-owner", "--no-privileges"),
         ],
