@@ -47,10 +47,6 @@ def bin_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
-# The old private name, still imported by bench/tenancy_migrations.py and tenancy_sessions.py.
-_bin_dir = bin_dir
-
-
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
