@@ -1,9 +1,9 @@
 """bibikos_api: the bibikos database wired into the shared modules, plus gym routes.
 
 Run: `uv run uvicorn bibikos_api.main:create_app --factory` (or `make run-bibikos`).
-BIBIKOS_DATABASE_URL points it at any PostgreSQL; unset in development, the embedded server
-is used. With BIBIKOS_TENANT_URLS set (one database per tenant), every request is routed by
-host to its tenant's database (BIBIKOS_API_TENANT_HOSTS, e.g. {"us": ["us.gym.example"],
+BIBIKOS_DATABASE_URL points it at any PostgreSQL (`make run-bibikos` starts the embedded
+one in development and sets it). With BIBIKOS_TENANT_URLS set (one database per tenant),
+every request is routed by host to its tenant's database (BIBIKOS_API_TENANT_HOSTS, e.g. {"us": ["us.gym.example"],
 "eu": [...]}, or BIBIKOS_API_TENANT_BASE_DOMAIN / _HEADER).
 
 Importing this module builds nothing and reads no settings: ``create_app`` does, when the
@@ -21,6 +21,8 @@ from auth.router import router as auth_router
 from auth.webhooks import router as identity_webhook_router
 from bibikos_api.gym.router import router as gym_router
 from contact.router import router as contact_router
+from db_kit.engine import configure_sql_logging
+from db_kit.settings import DatabaseSettings
 from db_shared import Database, TenantDirectory
 from notifications.router import router as notifications_router
 from payments.router import router as payments_router
@@ -49,6 +51,9 @@ def create_app(
     here, naming the variable) and, for a multi-tenant database, the routing settings.
     """
     db = database if database is not None else default_database()
+    settings = getattr(db, "settings", None)
+    if isinstance(settings, DatabaseSettings):
+        configure_sql_logging(settings)  # SQL log level by environment, set by the entry point
     tenancy = None
     if isinstance(db, TenantDirectory) and db.multi_tenant:
         tenancy = tenant_routing(db, routing or BibikosApiRouting())

@@ -1,7 +1,7 @@
 """my_api: the core database wired into auth, notifications, payments and contact.
 
 Run: `uv run uvicorn my_api.main:create_app --factory` (or `make run`). Set DATABASE_URL to
-use any PostgreSQL; unset in development, the embedded server is used. With
+use any PostgreSQL (`make run` starts the embedded one in development and sets it). With
 CORE_DB_MULTI_TENANT=true every request is routed to its tenant's schema by
 MY_API_TENANT_BASE_DOMAIN / MY_API_TENANT_HOSTS / MY_API_TENANT_HEADER.
 
@@ -20,6 +20,7 @@ from auth.router import router as auth_router
 from auth.webhooks import router as identity_webhook_router
 from contact.router import router as contact_router
 from db_kit.database import SQLAlchemyDatabase
+from db_kit.engine import configure_sql_logging
 from notifications.router import router as notifications_router
 from payments.router import router as payments_router
 
@@ -39,6 +40,7 @@ def create_app(
     naming the variable) and, for a multi-tenant database, the routing settings.
     """
     db = database if database is not None else core_db.database
+    configure_sql_logging(db.settings)  # SQL log level by environment, set by the entry point
     tenancy = tenant_routing(db, routing or MyApiRouting()) if db.multi_tenant else None
     return create_api(
         name="my_api",
