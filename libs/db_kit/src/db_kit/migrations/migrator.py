@@ -14,7 +14,7 @@ from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Connection, Engine, MetaData, text
+from sqlalchemy import Connection, Engine, MetaData, inspect, select, text
 from sqlalchemy.engine import URL
 
 from db_kit.config import DatabaseConfig
@@ -410,30 +410,25 @@ class Migrator:
 
         A stream owns the schema its version table lives in: the registry its own schema,
         a database's main stream the default schema and, with schema-per-tenant, every
-        registered tenant's schema (rebuilt empty at head; the registry rows stay).
+        registered tenant's schema (dropped and left empty here; the registry rows stay:
+        ``SchemaTenantMigrator.reset`` migrates them again).
         """
         self.guard_development("reset")
-        from db_kit.migrations.schema_tenants import SchemaTenantMigrator
-
         tenants: list[str] = []
         with self._locked() as conn:
             schema = self.db.version_table_schema or str(
                 conn.execute(text("SELECT current_schema()")).scalar_one()
             )
-            if self.db.tenancy is not None:
-                registry = SchemaTenantMigrator(self.db, self.url)
-                if registry.registry_ready(conn):
-                    tenants = [row.schema for row in registry.tenants(conn)]
+            tenancy = self.db.tenancy
+            if tenancy is not None:
+                table = tenancy.model.__table__  # type: ignore[attr-defined]
+                if inspect(conn).has_table(table.name, schema=table.schema):
+                    tenants = list(conn.execute(select(tenancy.model.schema_name)).scalars())
             for name in [schema, *tenants]:
                 conn.execute(text(f"DROP SCHEMA IF EXISTS {quote_identifier(name)} CASCADE"))
                 conn.execute(text(f"CREATE SCHEMA {quote_identifier(name)}"))
             conn.commit()
         self.upgrade("head")
-        rebuilt: list[str] = []
-        failed: list[str] = []
-        if tenants:
-            for result in SchemaTenantMigrator(self.db, self.url).migrate_all(verify=True):
-                (failed if result.failed else rebuilt).append(result.slug)
         unregistered: list[str] = []
         owner = self._registry_owner()
         if owner is not None and owner.tenancy is not None:
@@ -445,7 +440,7 @@ class Migrator:
                         {"p": owner.tenancy.schema_prefix},
                     ).scalars()
                 )  # fmt: skip
-        return ResetReport(schema, tuple(rebuilt), tuple(failed), tuple(unregistered))
+        return ResetReport(schema, unregistered_schemas=tuple(unregistered))
 
     def _registry_owner(self) -> DatabaseConfig | None:
         """The database whose tenant registry this stream is, if it is one."""

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -37,7 +37,7 @@ from db_kit.migrations.locks import (
     set_migration_timeouts,
     with_lock_retries,
 )
-from db_kit.migrations.migrator import Migrator
+from db_kit.migrations.migrator import Migrator, ResetReport
 from db_kit.migrations.outcome import Outcome, TenantReport
 from db_kit.sql import quote_identifier
 from db_kit.tenancy.registry import TenantRegistryMixin, TenantStatus
@@ -193,6 +193,16 @@ class SchemaTenantMigrator:
         return TenantResult(
             slug, schema, None, after, Outcome.MIGRATED, None, time.perf_counter() - started
         )
+
+    def reset(self) -> ResetReport:
+        """Development: the database's reset (default schema and every registered tenant
+        schema dropped, the registry kept), then every tenant migrated again from empty."""
+        report = self.migrator.reset()
+        rebuilt: list[str] = []
+        failed: list[str] = []
+        for result in self.migrate_all(verify=True):
+            (failed if result.failed else rebuilt).append(result.slug)
+        return replace(report, tenants_rebuilt=tuple(rebuilt), tenants_failed=tuple(failed))
 
     def drop(self, slug: str) -> None:
         """Drop the tenant's schema and its registry row (irreversible)."""

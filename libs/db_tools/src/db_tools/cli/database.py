@@ -245,7 +245,12 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
         migrator.guard_development("reset")
         if not yes and not typer.confirm(f"Drop {_owned(db)} of {name} and rebuild it?"):
             fail("aborted; nothing changed.")
-        report = migrator.reset()
+        if db.tenancy is not None:
+            from db_kit.migrations.schema_tenants import SchemaTenantMigrator
+
+            report = SchemaTenantMigrator(db).reset()
+        else:
+            report = migrator.reset()
         console.print(f"{name}: dropped and rebuilt schema {report.schema}, migrated to head.")
         if report.tenants_rebuilt or report.tenants_failed:
             console.print(
