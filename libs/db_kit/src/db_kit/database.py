@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import weakref
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
 from types import TracebackType
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
@@ -21,13 +19,10 @@ from db_kit.config import DatabaseConfig
 from db_kit.engine import Engines, build_engines
 from db_kit.errors import ConstraintColumns, translate, translating
 from db_kit.settings import DatabaseSettings
-from db_kit.tenancy.registry import TenantStatus
+from db_kit.tenancy.schemas import SchemaRouter
 from db_shared.errors import DatabaseError
-from db_shared.tenancy import current_tenant
 
 T = TypeVar("T")
-TENANT_BIND_CACHE = 10_000
-KNOWN_TENANT_TTL = 5.0
 
 
 class SQLAlchemyDatabase:
@@ -56,9 +51,12 @@ class SQLAlchemyDatabase:
         self._models: dict[type, type] = {}
         self._columns: ConstraintColumns | None = None
         self._multi_tenant = multi_tenant
-        # One translated engine view per tenant (by slug); they share the pool.
-        self._tenant_engines: OrderedDict[str, tuple[AsyncEngine, Engine]] = OrderedDict()
-        self._known: dict[str, float] = {}
+        # Schema-per-tenant routing (db_kit.tenancy.schemas), when the config has tenancy.
+        self._router = (
+            SchemaRouter(config.tenancy, lambda: self.engines)
+            if config.tenancy is not None
+            else None
+        )
         if self._tracked:
             _live_databases.add(self)
 
@@ -109,40 +107,22 @@ class SQLAlchemyDatabase:
 
         Raises ``TenantRequiredError`` rather than ever falling back to another schema.
         """
-        tenancy = self.config.tenancy
-        if tenancy is None or not self.multi_tenant:
+        if self._router is None or not self.multi_tenant:
             return None
-        slug = current_tenant().slug  # a Tenant's slug was validated when it was made
-        binds = self._tenant_engines.get(slug)
-        if binds is None:
-            # Translating at execution keeps one compiled-statement cache for every tenant,
-            # and nothing (no search_path) is left on the pooled connection.
-            translate = {None: tenancy.schema_for(slug)}
-            engines = self.engines
-            binds = (
-                engines.async_engine.execution_options(schema_translate_map=translate),
-                engines.sync_engine.execution_options(schema_translate_map=translate),
-            )
-            self._tenant_engines[slug] = binds
-            if len(self._tenant_engines) > TENANT_BIND_CACHE:
-                self._tenant_engines.popitem(last=False)
-        return binds
+        return self._router.binds()
 
     async def tenant_exists(self, slug: str) -> bool:
         """Whether ``slug`` is an active tenant in the registry (cached for a few seconds)."""
-        tenancy = self.config.tenancy
-        if tenancy is None:
+        router = self._router
+        if router is None:
             return False
-        now = time.monotonic()
-        if self._known.get(slug, 0.0) > now:
+        if router.known(slug):
             return True
-        tenant = tenancy.model
-        stmt = select(tenant.slug).where(tenant.slug == slug, tenant.status == TenantStatus.ACTIVE)
         with translating(self.translate):
             async with self.engines.async_engine.connect() as conn:
-                found = (await conn.execute(stmt)).first() is not None
+                found = (await conn.execute(router.active_query(slug))).first() is not None
         if found:
-            self._known[slug] = now + KNOWN_TENANT_TTL
+            router.remember(slug)
         return found
 
     # units of work -------------------------------------------------------------------
@@ -193,12 +173,10 @@ class SQLAlchemyDatabase:
         each active tenant: None when it can serve, else why not (its last migration
         failed, its schema is missing). One registry query and one catalog query."""
         await self.ping()
-        tenancy = self.config.tenancy
-        if tenancy is None or not self.multi_tenant:
+        router = self._router
+        if router is None or not self.multi_tenant:
             return {}
-        t = tenancy.model
-        stmt = select(t.slug, t.schema_name, t.last_error).where(t.status == TenantStatus.ACTIVE)
-        present = text("SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname = ANY(:schemas)")
+        stmt, present = router.health_queries()
         with translating(self.translate):
             async with self.engines.async_engine.connect() as conn:
                 rows = (await conn.execute(stmt)).all()
@@ -218,10 +196,14 @@ class SQLAlchemyDatabase:
         with translating(self.translate), self.engines.sync_engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
+    def _forget_routes(self) -> None:
+        if self._router is not None:
+            self._router.forget()
+
     async def dispose(self) -> None:
         with self._lock:
             engines, self._engines = self._engines, None
-            self._tenant_engines.clear()
+            self._forget_routes()
         if engines is not None:
             await engines.async_engine.dispose()
             engines.sync_engine.dispose()
@@ -230,7 +212,7 @@ class SQLAlchemyDatabase:
         """Dispose from synchronous code (scripts); async connections are dropped unclosed."""
         with self._lock:
             engines, self._engines = self._engines, None
-            self._tenant_engines.clear()
+            self._forget_routes()
         if engines is not None:
             engines.sync_engine.dispose()
             engines.async_engine.sync_engine.dispose(close=False)
@@ -243,7 +225,7 @@ class SQLAlchemyDatabase:
         """
         self._lock = threading.Lock()
         engines, self._engines = self._engines, None
-        self._tenant_engines.clear()
+        self._forget_routes()
         if engines is not None:
             engines.sync_engine.dispose(close=False)
             engines.async_engine.sync_engine.dispose(close=False)

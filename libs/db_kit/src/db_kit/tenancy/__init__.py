@@ -2,12 +2,13 @@
 
 * ``registry``: the registry contract (``TenantRegistryMixin``, ``TenantStatus``) a
   schema-per-tenant db lib composes;
+* ``schemas``: schema-per-tenant routing (``SchemaRouter``: the current tenant's engine
+  views over one pool, and the registry queries routing needs);
 * ``url_resolvers``: database-per-tenant settings and slug -> URL resolvers;
 * ``engine_cache``: the bounded LRU of tenant engines;
 * ``routed``: ``TenantRoutedDatabase``, the Database of "the current tenant".
 
-Schema-per-tenant routing is ``db_kit.database`` (one engine, a schema per tenant);
-provisioning and migrating tenants is ``db_kit.migrations``' business. Names are loaded
+``db_kit.database.SQLAlchemyDatabase`` routes through ``schemas``; provisioning and migrating tenants is ``db_kit.migrations``' business. Names are loaded
 on first use, so importing one module (the registry, from ``db_kit.config``) does not
 import the others.
 """
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     )
     from db_kit.tenancy.registry import TenantRegistryMixin, TenantStatus
     from db_kit.tenancy.routed import TenantRoutedDatabase
+    from db_kit.tenancy.schemas import SchemaRouter
     from db_kit.tenancy.url_resolvers import (
         CallableTenantUrlResolver,
         StaticTenantUrlResolver,
@@ -42,6 +44,7 @@ _WHERE = {
     "TenantRegistryMixin": "registry",
     "TenantStatus": "registry",
     "TenantRoutedDatabase": "routed",
+    "SchemaRouter": "schemas",
     "CallableTenantUrlResolver": "url_resolvers",
     "StaticTenantUrlResolver": "url_resolvers",
     "TenantDatabaseSettings": "url_resolvers",
@@ -55,6 +58,7 @@ __all__ = [
     "CacheStats",
     "CallableTenantUrlResolver",
     "EngineCache",
+    "SchemaRouter",
     "StaticTenantUrlResolver",
     "TenantDatabaseSettings",
     "TenantDatabaseUnavailableError",
