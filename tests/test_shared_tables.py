@@ -31,6 +31,7 @@ SHARED_TABLES = frozenset(
         "user_roles",
         "auth_sessions",
         "auth_webhook_events",
+        "auth_login_failures",
         "payment_customers",
         "subscriptions",
         "products",

@@ -9,6 +9,7 @@ extra: ``auth[api]``); they are not imported here, so a db lib importing the tab
 from auth.tables import (
     AuthSessionTable,
     AuthUserTable,
+    LoginFailureTable,
     ProviderTable,
     RoleTable,
     UserProfileTable,
@@ -19,6 +20,7 @@ from auth.tables import (
 __all__ = [
     "AuthSessionTable",
     "AuthUserTable",
+    "LoginFailureTable",
     "ProviderTable",
     "RoleTable",
     "UserProfileTable",

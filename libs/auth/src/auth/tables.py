@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    Integer,
     String,
     Text,
     UniqueConstraint,
@@ -198,9 +199,39 @@ class WebhookEventTable(TableMixin):
         return (Index(None, "provider", "provider_user_id", "occurred_at"),)
 
 
+class LoginFailureTable(TableMixin):
+    """Failed logins counted per account (``kind='account'``, key: the normalized email) and
+    per client address (``kind='address'``, key: the client host), in a fixed window.
+
+    Kept in the database, not in one process's memory, so every worker process (and every
+    server) sees the same counts. ``window_started_at`` is when the current window began;
+    ``failures`` counts attempts in it (the service stops counting at its limit + 1).
+    """
+
+    __tablename__ = "auth_login_failures"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    # The normalized email (up to 320 characters) or the client address.
+    key: Mapped[str] = mapped_column(String(320), primary_key=True)
+    window_started_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    failures: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[Any, ...]:
+        return (
+            CheckConstraint("kind IN ('account', 'address')", name="kind"),
+            CheckConstraint("failures >= 0", name="failures_not_negative"),
+            # A purge job finds expired windows without a full scan.
+            Index(None, "window_started_at"),
+        )
+
+
 __all__ = [
     "AuthSessionTable",
     "AuthUserTable",
+    "LoginFailureTable",
     "ProviderTable",
     "RoleTable",
     "UserProfileTable",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from auth.tables import (
     AuthSessionTable,
     AuthUserTable,
+    LoginFailureTable,
     ProviderTable,
     RoleTable,
     UserProfileTable,
@@ -39,4 +40,8 @@ class AuthSession(AuthSessionTable, Base):
 
 
 class WebhookEvent(WebhookEventTable, Base):
+    pass
+
+
+class LoginFailure(LoginFailureTable, Base):
     pass
