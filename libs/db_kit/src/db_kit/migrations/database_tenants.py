@@ -4,7 +4,7 @@ tenant databases (the ``db NAME tenants`` commands of a database-per-tenant libr
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -16,7 +16,7 @@ from sqlalchemy.engine import URL
 from db_kit.config import DatabaseConfig
 from db_kit.errors import first_line, sqlstate
 from db_kit.migrations.migrator import Migrator
-from db_kit.migrations.outcome import Outcome, TenantReport
+from db_kit.migrations.outcome import Outcome, TenantReport, select_tenants
 from db_kit.sql import quote_identifier
 from db_kit.tenancy.url_resolvers import (
     RESERVED_DATABASES,
@@ -24,7 +24,7 @@ from db_kit.tenancy.url_resolvers import (
     TenantDatabaseSettings,
     tenant_url,
 )
-from db_shared.errors import ConfigurationError
+from db_shared.errors import ConfigurationError, NotFoundError
 from db_shared.tenancy import (
     validate_tenant_slug,
 )
@@ -56,6 +56,7 @@ class TenantDatabaseMigrator:
     db: DatabaseConfig
     urls: Mapping[str, URL | str] | None = None
     resolver: StaticTenantUrlResolver = field(init=False)
+    resolver_source: str = field(init=False, default="tenant map")
 
     def __post_init__(self) -> None:
         settings = self.db.settings()
@@ -72,6 +73,7 @@ class TenantDatabaseMigrator:
                 "derive from TenantDatabaseSettings."
             )
         self.resolver = StaticTenantUrlResolver(urls, source=source)
+        self.resolver_source = source
 
     def url_for(self, slug: str, url: URL | str | None = None) -> URL:
         """The tenant's URL: ``url`` when given, else the configured one."""
@@ -171,16 +173,36 @@ class TenantDatabaseMigrator:
         head = self.head()
         return [self.state(slug, head) for slug in self.resolver.tenants]
 
+    def seed(self, slug: str) -> str | None:
+        """Run the db lib's seed in the tenant's database (which must exist)."""
+        target = self.url_for(slug)
+        self._guard(target)
+        if not self.exists(target):
+            error = NotFoundError("tenant database", _shown(target))
+            error.args = (
+                f"tenant {slug}'s database {_shown(target)} does not exist; create it with "
+                f"`db {self.db.name} tenants create {slug}`",
+            )
+            raise error
+        return Migrator(self.db, target).seed()
+
     def migrate_all(
-        self, on_result: Callable[[TenantDatabaseResult], None] | None = None
+        self,
+        on_result: Callable[[TenantDatabaseResult], None] | None = None,
+        only: Sequence[str] | None = None,
     ) -> list[TenantDatabaseResult]:
-        """Upgrade every configured tenant database to head, one after the other.
+        """Upgrade every configured tenant database (``only``: just these) to head, one
+        after the other.
 
         A failing tenant is reported (its revision's transaction rolled back) and the
-        others still run.
+        others still run. An unknown slug in ``only`` raises before any is migrated.
         """
         results: list[TenantDatabaseResult] = []
-        for slug, url in self.resolver.urls().items():
+        urls = self.resolver.urls()
+        if only is not None:
+            wanted = select_tenants(urls, only, self.resolver_source)
+            urls = {slug: urls[slug] for slug in sorted(wanted)}
+        for slug, url in urls.items():
             started = time.perf_counter()
             try:
                 before, after = Migrator(self.db, url).upgrade("head")

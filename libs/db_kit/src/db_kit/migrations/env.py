@@ -133,16 +133,21 @@ def run_env(config_path: str) -> None:
     cfg = context.config
     db: DatabaseConfig = cfg.attributes.get("database_config") or _import(config_path)
     if context.is_offline_mode():
-        url = db.settings().validated_url()
+        # Offline (--sql) needs only the dialect: no URL, no connection, no credentials.
         context.configure(
-            url=url.render_as_string(hide_password=False) if url else "postgresql+psycopg://",
+            url="postgresql+psycopg://",
             literal_binds=True,
             dialect_opts={"paramstyle": "named"},
             **configure_options(db),
         )
+        settings = cfg.attributes.get("settings") or db.settings()
+        # The script's first lines, before its BEGIN: the whole session runs with them.
+        for statement in offline_timeouts_sql(settings):
+            context.execute(statement)
         with context.begin_transaction():
-            for statement in offline_timeouts_sql(db.settings()):
-                context.execute(statement)
+            if db.version_table_schema:
+                # As online: the stream's own schema before Alembic's version table.
+                context.execute(f'CREATE SCHEMA IF NOT EXISTS "{db.version_table_schema}"')
             context.run_migrations()
         return
     handed: Connection | Engine | None = cfg.attributes.get("connection")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import io
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ from alembic.config import Config
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
+from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, MetaData, inspect, select, text
 from sqlalchemy.engine import URL
@@ -28,6 +30,7 @@ from db_kit.migrations.locks import (
     with_lock_retries,
 )
 from db_kit.migrations.shadow import shadow_database
+from db_kit.settings import DatabaseSettings
 from db_kit.sql import quote_identifier
 from db_shared.errors import (
     ConfigurationError,
@@ -128,11 +131,17 @@ def describe_diff(diff: Any) -> str:
 class Migrator:
     """Alembic operations bound to one database and one URL."""
 
-    def __init__(self, db: DatabaseConfig, url: URL | None = None) -> None:
+    def __init__(
+        self,
+        db: DatabaseConfig,
+        url: URL | None = None,
+        *,
+        settings: DatabaseSettings | None = None,
+    ) -> None:
         self.db = db
-        self.settings = db.settings()
+        self.settings = db.settings() if settings is None else settings
         self._url = url
-        if self.settings.pgbouncer and url is None:
+        if self.settings.pgbouncer and url is None and settings is None:
             # Session-level advisory locks and one-transaction-per-tenant need one server
             # connection for the whole run; a transaction pooler does not give that.
             raise ConfigurationError(
@@ -140,6 +149,22 @@ class Migrator:
                 f"({type(self.settings).__name__}.pgbouncer is on): migrations must connect to "
                 "PostgreSQL directly. Run them with the direct server URL and pgbouncer off."
             )
+
+    @classmethod
+    def offline(cls, db: DatabaseConfig) -> Migrator:
+        """A migrator for offline scripts only (``upgrade_sql``, ``downgrade_sql``, ``merge``):
+        no URL is needed, so an unset one (production) is no error here."""
+        try:
+            return cls(db)
+        except ConfigurationError as exc:
+            from db_kit.settings import dotenv_path
+
+            env_file = dotenv_path()
+            try:
+                settings = db.settings_class(_env_file=env_file if env_file.exists() else None)
+            except Exception:
+                raise exc from None
+            return cls(db, settings=settings)
 
     @property
     def url(self) -> URL:
@@ -389,6 +414,74 @@ class Migrator:
         with self._locked() as conn:
             return self._move(conn, command.downgrade, target)
 
+    # offline (--sql): the script Alembic would run, written out, nothing applied ------
+
+    def _offline(self, fn: Callable[..., None], revision: str) -> str:
+        """The SQL ``fn`` (``command.upgrade``/``downgrade``) would run, from Alembic's
+        offline mode: no connection is opened; the script starts with the migration
+        timeouts (``env.run_env``)."""
+        buffer = io.StringIO()
+        cfg = self.alembic_config()
+        cfg.output_buffer = buffer
+        cfg.attributes["settings"] = self.settings
+        fn(cfg, revision, sql=True)
+        return buffer.getvalue()
+
+    def upgrade_sql(self, target: str = "head", start: str | None = None) -> str:
+        """Offline upgrade script from ``start`` (default: an empty database) to ``target``."""
+        return self._offline(command.upgrade, f"{start}:{target}" if start else target)
+
+    def downgrade_sql(self, revision_range: str) -> str:
+        """Offline downgrade script for ``FROM:TO`` (offline mode cannot read the current
+        revision, so Alembic needs both ends)."""
+        if ":" not in revision_range:
+            raise CommandError(
+                f"An offline (--sql) downgrade needs a FROM:TO range of revision ids, e.g. "
+                f"`db {self.db.name} downgrade --sql 1a2b3c:base` (not {revision_range!r}): "
+                "without a database the current revision is unknown"
+            )
+        return self._offline(command.downgrade, revision_range)
+
+    # repairs -------------------------------------------------------------------------
+
+    def resolve(self, revision: str) -> tuple[str, ...]:
+        """Revision ids ``revision`` names (``heads``, ``base``, an id or a prefix);
+        ``CommandError`` for a name no revision has."""
+        if revision in ("base", ""):
+            return ()
+        try:
+            scripts = self.script.get_revisions(revision)
+        except RevisionError as exc:
+            raise CommandError(f"{self.db.name}: {exc}") from exc
+        found = tuple(s.revision for s in scripts if s is not None)
+        if not found:
+            raise CommandError(f"{self.db.name}: no revision {revision!r}")
+        return found
+
+    def stamp(self, revision: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Record ``revision`` in the version table without running any migration (a
+        repair: after applying a revision's SQL by hand, or adopting an existing schema).
+        Under the migration advisory lock; returns (revisions before, after)."""
+        self.resolve(revision)
+        with self._locked() as conn:
+            before = self.current(conn)
+            conn.rollback()
+            command.stamp(self.alembic_config(conn), revision)
+            after = self.current(conn)
+            conn.rollback()
+        return before, after
+
+    def merge(self, message: str) -> Script:
+        """A revision merging every head into one (no database needed)."""
+        heads = self.heads()
+        if len(heads) < 2:
+            raise ConfigurationError(
+                f"{self.db.name} has {len(heads)} head ({_revs(heads)}); nothing to merge."
+            )
+        result = command.merge(self.alembic_config(), "heads", message=message)
+        assert isinstance(result, Script)
+        return result
+
     def generate(self, message: str) -> Script | None:
         """Autogenerate a revision from the models against a shadow database built from the
         migration files; None when there is nothing to write."""
@@ -472,12 +565,20 @@ class Migrator:
     def seed(self, tenant: str | None = None) -> str | None:
         """Run the db lib's seed in one transaction; returns its note for the operator.
 
-        ``tenant``: seed that tenant's schema (schema-per-tenant databases).
+        ``tenant``: seed that tenant's schema (schema-per-tenant databases) or that
+        tenant's database (database-per-tenant).
         """
         fn = self.db.seed_function()
         if fn is None:
             raise ConfigurationError(f"The {self.db.name} database defines no seed function.")
         schema = None
+        if tenant is not None and self.db.tenancy is None and self._url is None:
+            from db_kit.tenancy.url_resolvers import TenantDatabaseSettings
+
+            if isinstance(self.settings, TenantDatabaseSettings):
+                from db_kit.migrations.database_tenants import TenantDatabaseMigrator
+
+                return TenantDatabaseMigrator(self.db).seed(tenant)
         if tenant is not None:
             if self.db.tenancy is None:
                 raise ConfigurationError(f"The {self.db.name} database has no tenant schemas.")

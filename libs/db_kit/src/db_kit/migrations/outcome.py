@@ -2,10 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["Outcome", "TenantReport"]
+from db_shared.tenancy import UnknownTenantError, validate_tenant_slug
+
+__all__ = ["Outcome", "TenantReport", "UnknownTenantsError", "select_tenants"]
+
+
+class UnknownTenantsError(UnknownTenantError):
+    """``--tenant`` named tenants that are not configured; nothing was migrated."""
+
+    def __init__(self, unknown: Sequence[str], where: str) -> None:
+        super().__init__(unknown[0] if len(unknown) == 1 else tuple(unknown))
+        self.unknown = tuple(unknown)
+        self.args = (
+            f"unknown tenant{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+            f"(not in {where}); nothing was migrated.",
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def select_tenants(known: Iterable[str], wanted: Sequence[str], where: str) -> list[str]:
+    """``wanted`` validated (each slug, before any SQL), in order, without repeats; raises
+    ``UnknownTenantsError`` naming every one not in ``known``."""
+    slugs = list(dict.fromkeys(validate_tenant_slug(s) for s in wanted))
+    present = set(known)
+    unknown = [s for s in slugs if s not in present]
+    if unknown:
+        raise UnknownTenantsError(unknown, where)
+    return slugs
 
 
 class Outcome(StrEnum):

@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -38,7 +38,7 @@ from db_kit.migrations.locks import (
     with_lock_retries,
 )
 from db_kit.migrations.migrator import Migrator, ResetReport
-from db_kit.migrations.outcome import Outcome, TenantReport
+from db_kit.migrations.outcome import Outcome, TenantReport, select_tenants
 from db_kit.sql import quote_identifier
 from db_kit.tenancy.registry import TenantRegistryMixin, TenantStatus
 from db_shared.errors import ConfigurationError, DuplicateEntryError, NotFoundError
@@ -306,7 +306,7 @@ class SchemaTenantMigrator:
         )
 
     def plan(
-        self, conn: Connection, *, verify: bool = True
+        self, conn: Connection, *, verify: bool = True, only: Sequence[str] | None = None
     ) -> tuple[list[TenantResult], list[tuple[TenantRow, str | None]]]:
         """(tenants already at head, tenants to migrate with their current revision).
 
@@ -315,9 +315,18 @@ class SchemaTenantMigrator:
         records at head with no error (the runner writes that row in the same transaction
         as the upgrade) once one catalog query has confirmed each such schema still has its
         version table; every other tenant's version table is read.
+
+        ``only``: just these slugs (``UnknownTenantsError`` naming any the registry lacks).
         """
         head = self.head()
         tenants = self.tenants(conn)
+        if only is not None:
+            wanted = set(
+                select_tenants(
+                    [t.slug for t in tenants], only, f"the {self.db.name} tenant registry"
+                )
+            )
+            tenants = [t for t in tenants if t.slug in wanted]
         trusted: set[str] = set()
         if not verify:
             claimed = [
@@ -344,6 +353,7 @@ class SchemaTenantMigrator:
         on_result: Callable[[TenantResult], None] | None = None,
         min_per_helper: int = TENANTS_PER_HELPER,
         verify: bool = False,
+        only: Sequence[str] | None = None,
     ) -> list[TenantResult]:
         """Bring every tenant to head; a failing tenant is reported and left as it was.
 
@@ -354,6 +364,7 @@ class SchemaTenantMigrator:
         free takes the next tenants, and helpers are only started when there are at least
         ``min_per_helper`` tenants for each. Which tenants are at head: see ``plan``
         (``verify=True`` reads every version table instead of trusting the registry).
+        ``only``: just these tenants; an unknown slug raises before any is migrated.
         """
         results: list[TenantResult] = []
 
@@ -363,7 +374,7 @@ class SchemaTenantMigrator:
                 on_result(result)
 
         with self.connect() as conn, migration_lock(conn, lock_key(ALL_TENANTS_LOCK, "*")):
-            done, todo = self.plan(conn, verify=verify)
+            done, todo = self.plan(conn, verify=verify, only=only)
             conn.rollback()
             results.extend(done)
             if on_start:

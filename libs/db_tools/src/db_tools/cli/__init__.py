@@ -44,6 +44,7 @@ __all__ = [
     "handle_errors",
     "main",
     "revisions",
+    "versions",
     "with_database",
 ]
 
@@ -113,6 +114,36 @@ class _DatabasesGroup(TyperGroup):
         return super().resolve_command(ctx, args)
 
 
+def versions() -> list[str]:
+    """``db --version``: db-tools, the toolkit it drives, and each installed database library
+    (read from package metadata: nothing is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from db_tools.discovery import database_entry_points
+
+    def of(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "not installed"
+
+    lines = [f"db-tools {of('db-tools')}"]
+    lines.append(
+        "  " + ", ".join(f"{d} {of(d)}" for d in ("db-kit", "db-shared", "alembic", "sqlalchemy"))
+    )
+    for ep in sorted(database_entry_points(), key=lambda e: e.name):
+        dist = ep.dist
+        shipped = f"{dist.name} {dist.version}" if dist is not None else ep.value
+        lines.append(f"  {ep.name}: {shipped}")
+    return lines
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo("\n".join(versions()))
+        raise typer.Exit()
+
+
 def build_app() -> typer.Typer:
     app = typer.Typer(
         cls=_DatabasesGroup,
@@ -120,6 +151,20 @@ def build_app() -> typer.Typer:
         no_args_is_help=True,
         pretty_exceptions_enable=False,
     )
+
+    @app.callback()
+    def root(
+        version: Annotated[
+            bool,
+            typer.Option(
+                "--version",
+                is_eager=True,
+                callback=_print_version,
+                help="Show the db-tools version and the installed database libraries.",
+            ),
+        ] = False,
+    ) -> None:
+        """Database commands of this workspace: one group per database library."""
 
     @app.command("new")
     @handle_errors

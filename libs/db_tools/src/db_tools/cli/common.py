@@ -18,14 +18,25 @@ if TYPE_CHECKING:
 # toolkit are imported where an error is handled or a command runs, not here.
 
 __all__ = [
+    "EXIT_3",
+    "SQL_HELP",
     "VERIFY_HELP",
     "console",
     "err_console",
     "fail",
     "handle_errors",
+    "offline",
+    "print_sql",
     "revisions",
     "with_database",
 ]
+
+# Every command that can exit 3 says so in its --help (scripts and CI branch on it).
+EXIT_3 = "Exit codes: 0 all at head, 3 something behind (pending, drift, a tenant), 1 error."
+SQL_HELP = (
+    "Print the SQL to stdout instead of running it (Alembic offline mode): nothing is "
+    "applied and no database is opened."
+)
 
 VERIFY_HELP = (
     "Read every tenant's version table instead of trusting registry rows at head "
@@ -91,6 +102,19 @@ def _explain(exc: Exception) -> None:
         fail(f"{reason}. The failed transaction was rolled back; nothing of it remains.")
 
 
+def offline(fn: F) -> F:
+    """Mark a command that never needs a database (no development server is started)."""
+    fn.__db_offline__ = True  # type: ignore[attr-defined]
+    return fn
+
+
+def print_sql(script: str, note: str | None = None) -> None:
+    """An offline script on stdout, untouched (for a file or psql); ``note`` on stderr."""
+    typer.echo(script, nl=False)
+    if note:
+        err_console.print(f"-- note: {escape(note)}", soft_wrap=True)
+
+
 def revisions(revs: tuple[str, ...]) -> str:
     """Revision ids for a report line, or ``(empty database)``."""
     return ", ".join(revs) if revs else "(empty database)"
@@ -98,16 +122,19 @@ def revisions(revs: tuple[str, ...]) -> str:
 
 def with_database(app: typer.Typer, db: DatabaseConfig) -> typer.Typer:
     """Every command of ``app`` first gets ``db`` its development server when it needs one
-    (``ENVIRONMENT=development`` and no URL: ``db_tools.dev.provide_url``)."""
+    (``ENVIRONMENT=development`` and no URL: ``db_tools.dev.provide_url``); offline ones
+    (``offline``, or called with ``--sql``) never do."""
     for info in app.registered_commands:
         callback = info.callback
         if callback is None:
             continue
 
         def wrapped(*args: Any, __callback: Callable[..., Any] = callback, **kwargs: Any) -> Any:
-            from db_tools.dev import provide_url
+            # Offline commands (merge, any --sql) need no server: none is started for them.
+            if not (getattr(__callback, "__db_offline__", False) or kwargs.get("sql")):
+                from db_tools.dev import provide_url
 
-            provide_url(db)
+                provide_url(db)
             return __callback(*args, **kwargs)
 
         info.callback = handle_errors(functools.wraps(callback)(wrapped))

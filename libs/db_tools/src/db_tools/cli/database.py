@@ -11,17 +11,28 @@ from rich.table import Table
 from db_kit.config import DatabaseConfig
 from db_kit.migrations.migrator import Migrator
 from db_tools.cli.common import (
+    EXIT_3,
+    SQL_HELP,
     VERIFY_HELP,
     console,
     err_console,
     fail,
     handle_errors,
+    offline,
+    print_sql,
     revisions,
     with_database,
 )
-from db_tools.cli.database_tenants import database_tenants_app
+from db_tools.cli.database_tenants import database_tenants_app, migrate_tenant_databases
 from db_tools.cli.schema_tenants import migrate_tenants, tenants_app
 from db_tools.dev import describe, provide_url, provided_url
+
+# Module level: annotations are evaluated in this module's globals.
+START_OPTION = typer.Option(
+    "--from",
+    help="With --sql: the revision the database is at (default: an empty database).",
+    show_default=False,
+)
 
 
 def _upgrade_and_report(db: DatabaseConfig) -> None:
@@ -44,8 +55,8 @@ def _migrate_help(db: DatabaseConfig) -> str:
         )
     if _database_per_tenant(db):
         return (
-            f"Development: upgrade the {db.name} database to head (its tenant databases: "
-            f"`db {db.name} tenants migrate`)."
+            f"Development: upgrade the {db.name} database, then every configured tenant "
+            f"database, to head (a failing tenant is reported: exit 1)."
         )
     return f"Development: upgrade the {db.name} database to head."
 
@@ -106,6 +117,18 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
         script = Migrator(db).create(message)
         console.print(f"Wrote empty revision {script.revision}: {script.path}")
 
+    def sql_note() -> str | None:
+        """What an offline script of this stream leaves out (stderr)."""
+        if db.tenancy is not None:
+            return (
+                f"this script upgrades {name}'s default schema only; the registry is "
+                f"`db {name} registry migrate --sql`, tenant schemas migrate online "
+                f"(`db {name} tenants migrate`)."
+            )
+        if _database_per_tenant(db):
+            return f"run the same script in each tenant database of {name} too."
+        return None
+
     if db.tenancy is not None:
 
         @app.command(help=_migrate_help(db))
@@ -115,8 +138,13 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
                 int, typer.Option(min=1, max=64, help="Tenant worker processes.")
             ] = 2,
             verify: Annotated[bool, typer.Option(help=VERIFY_HELP)] = False,
+            sql: Annotated[bool, typer.Option("--sql", help=SQL_HELP)] = False,
+            start: Annotated[str | None, START_OPTION] = None,
         ) -> None:
             assert db.tenancy is not None
+            if sql or start:
+                offline_upgrade(sql, start)
+                return
             _upgrade_and_report(db.tenancy.registry)
             _upgrade_and_report(db)
             if migrate_tenants(db, workers, verify):
@@ -126,23 +154,59 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
 
         @app.command("migrate", help=_migrate_help(db))
         @handle_errors
-        def migrate_database() -> None:
+        def migrate_database(
+            sql: Annotated[bool, typer.Option("--sql", help=SQL_HELP)] = False,
+            start: Annotated[str | None, START_OPTION] = None,
+        ) -> None:
+            if sql or start:
+                offline_upgrade(sql, start)
+                return
             _upgrade_and_report(db)
+            if _database_per_tenant(db) and migrate_tenant_databases(db):
+                raise typer.Exit(1)
+
+    def offline_upgrade(sql: bool, start: str | None) -> None:
+        if not sql:
+            fail("--from is for offline scripts: add --sql.")
+        print_sql(Migrator.offline(db).upgrade_sql("head", start), sql_note())
 
     @app.command()
     @handle_errors
-    def deploy() -> None:
+    def deploy(
+        sql: Annotated[
+            bool,
+            typer.Option(
+                "--sql",
+                help="Print the SQL instead of running it, after the same drift check "
+                "(which builds a shadow database, so it needs a server; the target database "
+                "is not touched).",
+            ),
+        ] = False,
+        start: Annotated[str | None, START_OPTION] = None,
+    ) -> None:
         """Production: upgrade to head; refused when the models differ from what the migration files build (checked in a shadow database)."""
+        if sql or start:
+            if not sql:
+                fail("--from is for offline scripts: add --sql.")
+            provide_url(db)  # the drift check's shadow database needs a server
+            migrator = Migrator(db)
+            diffs = migrator.unmigrated()
+            if diffs:
+                from db_kit.migrations.migrator import DriftError
+
+                raise DriftError(name, diffs)
+            print_sql(migrator.upgrade_sql("head", start), sql_note())
+            return
         before, after = Migrator(db).deploy()
         if before == after:
             console.print(f"{name}: already at head ({revisions(after)}); nothing to do.")
         else:
             console.print(f"{name}: deployed {revisions(before)} -> {revisions(after)}.")
 
-    @app.command()
+    @app.command(epilog=EXIT_3)
     @handle_errors
     def status() -> None:
-        """Current revision, head, pending revisions, model changes no migration has, and how the database differs from what its migrations build (exit 3 when any)."""
+        """Current revision, head, pending revisions, model changes no migration has, and how the database differs from what its migrations build (exit code 3 when any, or when a tenant is behind)."""
         migrator = Migrator(db)
         st = migrator.status()
         console.print(f"[bold]{name}[/] at {escape(describe(migrator.settings))}")
@@ -199,6 +263,16 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
                     f"  tenants: {len(done) + behind}, {behind} not at head"
                     + (f" (see `db {name} tenants status`)" if behind else "")
                 )
+        elif _database_per_tenant(db):
+            from db_kit.migrations import Outcome, TenantDatabaseMigrator
+
+            states = TenantDatabaseMigrator(db).states()
+            behind = sum(s.status is not Outcome.UP_TO_DATE for s in states)
+            if states:
+                console.print(
+                    f"  tenants: {len(states)} database(s), {behind} not at head"
+                    + (f" (see `db {name} tenants status`)" if behind else "")
+                )
         if st.pending or st.drift or behind:
             raise typer.Exit(3)
 
@@ -222,19 +296,75 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
     @handle_errors
     def downgrade(
         revision: Annotated[
-            str, typer.Argument(help="Target revision: -1 (one back), -2, base or an id.")
+            str,
+            typer.Argument(
+                help="Target revision: -1 (one back), -2, base or an id; with --sql a "
+                "FROM:TO range (e.g. 1a2b3c:base)."
+            ),
         ],
         yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+        sql: Annotated[
+            bool,
+            typer.Option(
+                "--sql",
+                help="Print the downgrade SQL for a FROM:TO range instead of running it "
+                "(nothing applied, no database opened; allowed in production, for review).",
+            ),
+        ] = False,
     ) -> None:
         """Development: downgrade to REVISION (asks first; may drop data)."""
         if revision.startswith("-") and not revision[1:].isdigit():
             fail(f"Unknown option or revision {revision!r}: use -1, -2, base or a revision id.")
+        if sql:
+            print_sql(Migrator.offline(db).downgrade_sql(revision), sql_note())
+            return
+        if ":" in revision:
+            fail(f"A FROM:TO range ({revision}) is for offline scripts: add --sql.")
         migrator = Migrator(db)
         migrator.guard_development("downgrade")
         if not yes and not typer.confirm(f"Downgrade {name} to {revision}? Data may be lost."):
             fail("aborted; nothing changed.")
         before, after = migrator.downgrade(revision)
         console.print(f"{name}: downgraded {revisions(before)} -> {revisions(after)}.")
+
+    @app.command(context_settings={"ignore_unknown_options": True})
+    @handle_errors
+    def stamp(
+        revision: Annotated[
+            str, typer.Argument(help="Revision to record: an id, head, heads or base.")
+        ],
+        yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    ) -> None:
+        """Record REVISION in the version table without running any migration (a repair: after applying a revision's SQL by hand, or adopting a schema built elsewhere). Asks first in every environment, naming it in production; --yes for scripts."""
+        migrator = Migrator(db)
+        target = migrator.resolve(revision)  # an unknown revision fails before the prompt
+        where = (
+            ""
+            if not migrator.settings.is_production
+            else (f" ({migrator.settings.environment_label})")
+        )
+        if not yes and not typer.confirm(
+            f"Stamp {name}{where} as {revisions(target)} without running any migration? "
+            "Its tables stay as they are"
+        ):
+            fail("aborted; nothing changed.")
+        before, after = migrator.stamp(revision)
+        console.print(f"{name}: stamped {revisions(before)} -> {revisions(after)}; no SQL ran.")
+
+    @app.command()
+    @handle_errors
+    @offline
+    def merge(
+        message: Annotated[str, typer.Option("-m", "--message", help="Revision message.")],
+    ) -> None:
+        """Write a revision merging every head into one (after two branches each added a revision)."""
+        script = Migrator.offline(db).merge(message)
+        down = script.down_revision
+        merged = (down,) if isinstance(down, str) else tuple(down or ())
+        console.print(
+            f"Wrote merge revision {script.revision} of {revisions(merged)}: {script.path}"
+        )
+        console.print(f"Review it, then run `db {name} migrate`.")
 
     @app.command(help=f"Development: drop {_owned(db)} and migrate from scratch (asks first).")
     @handle_errors
@@ -297,7 +427,8 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
         @handle_errors
         def seed(
             tenant: Annotated[
-                str | None, typer.Option(help="Seed this tenant's schema instead of the default.")
+                str | None,
+                typer.Option(help="Seed this tenant's schema (or database) instead."),
             ] = None,
         ) -> None:
             """Insert the development seed data (idempotent)."""

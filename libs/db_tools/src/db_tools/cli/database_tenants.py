@@ -11,11 +11,37 @@ from rich.table import Table
 from db_kit.config import DatabaseConfig
 from db_kit.migrations.outcome import Outcome
 from db_tools.cli.common import (
+    EXIT_3,
     console,
     fail,
     handle_errors,
     with_database,
 )
+
+
+def migrate_tenant_databases(db: DatabaseConfig, only: list[str] | None = None) -> int:
+    """Upgrade the configured tenant databases (``only``: these), one line each and a
+    summary; returns how many failed."""
+    from db_kit.migrations import TenantDatabaseMigrator, TenantDatabaseResult
+
+    def report(r: TenantDatabaseResult) -> None:
+        if r.failed:
+            console.print(f"  {r.slug}: [red]failed[/]: {escape(r.error or '')}")
+        else:
+            change = f"{r.before or '(empty)'} -> {r.after}" if r.before != r.after else ""
+            console.print(f"  {r.slug}: {r.status} {change}".rstrip())
+
+    migrator = TenantDatabaseMigrator(db)
+    if only is None and not migrator.resolver.tenants:
+        return 0  # no tenant database configured: nothing to say
+    results = migrator.migrate_all(on_result=report, only=only)
+    migrated = sum(r.status is Outcome.MIGRATED for r in results)
+    failed = sum(r.failed for r in results)
+    console.print(
+        f"{db.name} tenant databases: {migrated} migrated, "
+        f"{len(results) - migrated - failed} already at head, {failed} failed."
+    )
+    return failed
 
 
 def database_tenants_app(db: DatabaseConfig) -> typer.Typer | None:
@@ -24,7 +50,7 @@ def database_tenants_app(db: DatabaseConfig) -> typer.Typer | None:
     A library is database-per-tenant when its settings derive from
     ``TenantDatabaseSettings``; its tenants are the settings' URL map.
     """
-    from db_kit.migrations import TenantDatabaseMigrator, TenantDatabaseResult
+    from db_kit.migrations import TenantDatabaseMigrator
     from db_kit.tenancy import TenantDatabaseSettings
     from db_shared.tenancy import UnknownTenantError, validate_tenant_slug
 
@@ -76,26 +102,41 @@ def database_tenants_app(db: DatabaseConfig) -> typer.Typer | None:
                 console.print(f"  {st.slug}: {escape(st.error)}")
         console.print(f"{len(states)} tenant database(s) in {variable}.")
 
+    @app.command("status", epilog=EXIT_3)
+    @handle_errors
+    def status() -> None:
+        """Per tenant database: current revision, head and state (exit code 3 when any is behind, missing or unreachable)."""
+        migrator = TenantDatabaseMigrator(db)
+        head = migrator.head() or "(several heads: merge them)"
+        states = migrator.states()
+        table = Table("tenant", "database", "current", "head", "state")
+        behind = 0
+        for st in states:
+            style = {Outcome.UP_TO_DATE: "green", Outcome.PENDING: "yellow"}.get(st.status, "red")
+            behind += st.status is not Outcome.UP_TO_DATE
+            table.add_row(st.slug, st.database, st.revision or "-", head, f"[{style}]{st.state}[/]")
+        console.print(table)
+        for st in states:
+            if st.error:
+                console.print(f"  {st.slug}: {escape(st.error)}")
+        console.print(f"{len(states)} tenant database(s) in {variable}, {behind} not at head.")
+        if behind:
+            raise typer.Exit(3)
+
     @app.command("migrate")
     @handle_errors
-    def migrate() -> None:
+    def migrate(
+        tenant: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--tenant",
+                help="Only this tenant (repeat for several); an unknown one migrates nothing.",
+                show_default=False,
+            ),
+        ] = None,
+    ) -> None:
         """Upgrade every configured tenant database to head, one after the other."""
-
-        def report(r: TenantDatabaseResult) -> None:
-            if r.failed:
-                console.print(f"  {r.slug}: [red]failed[/]: {escape(r.error or '')}")
-            else:
-                change = f"{r.before or '(empty)'} -> {r.after}" if r.before != r.after else ""
-                console.print(f"  {r.slug}: {r.status} {change}".rstrip())
-
-        results = TenantDatabaseMigrator(db).migrate_all(on_result=report)
-        migrated = sum(r.status is Outcome.MIGRATED for r in results)
-        failed = sum(r.failed for r in results)
-        console.print(
-            f"{name} tenant databases: {migrated} migrated, "
-            f"{len(results) - migrated - failed} already at head, {failed} failed."
-        )
-        if failed:
+        if migrate_tenant_databases(db, tenant or None):
             raise typer.Exit(1)
 
     @app.command("drop")

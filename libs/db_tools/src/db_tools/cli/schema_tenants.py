@@ -11,6 +11,7 @@ from rich.table import Table
 from db_kit.config import DatabaseConfig
 from db_kit.migrations.outcome import Outcome
 from db_tools.cli.common import (
+    EXIT_3,
     VERIFY_HELP,
     console,
     fail,
@@ -31,8 +32,11 @@ def _results_table(results: list[Any]) -> Table:
     return table
 
 
-def migrate_tenants(db: DatabaseConfig, workers: int, verify: bool = False) -> list[Any]:
-    """Migrate every tenant schema with a progress bar; print the per-tenant table."""
+def migrate_tenants(
+    db: DatabaseConfig, workers: int, verify: bool = False, only: list[str] | None = None
+) -> list[Any]:
+    """Migrate every tenant schema (``only``: these) with a progress bar; print the
+    per-tenant table."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from db_kit.migrations.schema_tenants import SchemaTenantMigrator
@@ -51,7 +55,7 @@ def migrate_tenants(db: DatabaseConfig, workers: int, verify: bool = False) -> l
 
     with progress:
         results = SchemaTenantMigrator(db).migrate_all(
-            workers=workers, on_start=started, on_result=finished, verify=verify
+            workers=workers, on_start=started, on_result=finished, verify=verify, only=only
         )
     migrated = sum(r.status is Outcome.MIGRATED for r in results)
     failed = [r for r in results if r.failed]
@@ -97,10 +101,10 @@ def tenants_app(db: DatabaseConfig) -> typer.Typer:
             table.add_row(row.slug, row.schema, row.status, row.revision or "-")
         console.print(table)
 
-    @app.command("status")
+    @app.command("status", epilog=EXIT_3)
     @handle_errors
     def status() -> None:
-        """Per tenant: current revision, head, and the last migration error if any."""
+        """Per tenant: current revision, head, and the last migration error if any (exit code 3 when any tenant is not at head)."""
         migrator = SchemaTenantMigrator(db)
         head = migrator.head()
         with migrator.connect() as conn:
@@ -125,9 +129,17 @@ def tenants_app(db: DatabaseConfig) -> typer.Typer:
     def migrate(
         workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 2,
         verify: Annotated[bool, typer.Option(help=VERIFY_HELP)] = False,
+        tenant: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--tenant",
+                help="Only this tenant (repeat for several); an unknown one migrates nothing.",
+                show_default=False,
+            ),
+        ] = None,
     ) -> None:
         """Bring every tenant schema to head, in parallel; rerun to resume after a failure."""
-        if migrate_tenants(db, workers, verify):
+        if migrate_tenants(db, workers, verify, tenant or None):
             raise typer.Exit(1)
 
     @app.command("drop")
