@@ -134,9 +134,13 @@ def test_malformed_submissions_are_422(api: Api) -> None:
     assert api.sql("SELECT count(*) FROM contact_messages")[0][0] == 1
 
 
-def test_malformed_json_and_array_body_are_422(api: Api) -> None:
+def test_unparseable_body_is_400_and_a_wrong_shape_422(api: Api) -> None:
     h = {"content-type": "application/json"}
-    assert api.client.post("/contact", headers=h, content=b"{not json").status_code == 422
+    unparseable = api.client.post("/contact", headers=h, content=b"{not json")
+    assert unparseable.status_code == 400
+    assert unparseable.headers["content-type"] == "application/problem+json"
+    assert unparseable.json()["code"] == "malformed_body"
+    assert "not json" not in unparseable.text
     assert api.client.post("/contact", headers=h, content=b"[]").status_code == 422
     assert api.client.post("/contact", json=[GOOD]).status_code == 422
     assert api.client.post("/contact", json="text").status_code == 422

@@ -167,7 +167,8 @@ def test_signature_refusals(api: Api) -> None:
     for response in refusals:
         assert response.status_code == 401, response.text
         assert response.json()["code"] == "bad_signature"
-        assert set(response.json()) <= {"code", "detail", "fields"}
+        assert set(response.json()) == {"type", "title", "status", "code", "detail"}
+        assert response.headers["www-authenticate"] == "Bearer"
 
     future = signed(payload, timestamp=int(time.time()) + 10 * 60)
     ahead = api.client.post(URL, content=future[0], headers=future[1])

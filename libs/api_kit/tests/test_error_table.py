@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+from http import HTTPStatus
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from fastapi import APIRouter
 
 import api_kit
 import db_shared.errors as errors
-from api_kit.errors import ERROR_ANSWERS, response_for
+from api_kit.errors import ERROR_ANSWERS, Problem, response_for
 from api_kit.tenancy import tenant_exempt, tenant_exempt_paths
 from db_shared.tenancy import UnknownTenantError
 
@@ -24,8 +25,15 @@ API_KIT = Path(api_kit.__file__).parent
 
 
 def body(exc: Exception) -> tuple[int, dict[str, object], str | None]:
+    """Status, the body beyond RFC 9457's members (checked here), and Retry-After."""
     response = response_for(exc)
-    return response.status_code, json.loads(response.body), response.headers.get("retry-after")
+    assert response.headers["content-type"] == "application/problem+json"
+    payload = json.loads(response.body)
+    assert payload.pop("status") == response.status_code
+    assert payload.pop("title") == HTTPStatus(response.status_code).phrase
+    assert payload.pop("type") == f"https://errors.data-layer.dev/{payload['code']}"
+    Problem.model_validate({**payload, "status": response.status_code, "title": "t", "type": "u"})
+    return response.status_code, payload, response.headers.get("retry-after")
 
 
 @pytest.mark.parametrize(
@@ -36,17 +44,18 @@ def body(exc: Exception) -> tuple[int, dict[str, object], str | None]:
         (errors.ForbiddenError, 403),
         (errors.UnauthenticatedError, 401),
         (errors.InvalidInputError, 422),
+        (errors.RateLimitedError, 429),
     ],
 )
 def test_a_domain_error_keeps_its_code_detail_and_fields(
     kind: type[errors.DomainError], status: int
 ) -> None:
-    assert body(kind("class_full", "All 3 places are taken.")) == (
+    extra = {"retry_after": 7} if kind is errors.RateLimitedError else {}
+    assert body(kind("class_full", "All 3 places are taken.", **extra))[:2] == (  # type: ignore[arg-type]
         status,
         {"code": "class_full", "detail": "All 3 places are taken."},
-        None,
     )
-    assert body(kind("price_inactive", "Gone.", fields=("price_id",)))[1] == {
+    assert body(kind("price_inactive", "Gone.", fields=("price_id",), **extra))[1] == {  # type: ignore[arg-type]
         "code": "price_inactive",
         "detail": "Gone.",
         "fields": ["price_id"],
@@ -165,3 +174,10 @@ def test_tenant_exempt_routers_give_their_prefix_or_route_paths() -> None:
     async def callback() -> None: ...
 
     assert tenant_exempt_paths([marked, unmarked, bare]) == ("/hooks", "/callback")
+
+
+def test_a_401_names_its_scheme_and_a_429_when_to_retry() -> None:
+    refused = response_for(errors.UnauthenticatedError("invalid_token", "No."))
+    assert refused.headers["www-authenticate"] == "Bearer"
+    limited = errors.RateLimitedError("too_many_attempts", "Wait.", retry_after=42)
+    assert body(limited) == (429, {"code": "too_many_attempts", "detail": "Wait."}, "42")

@@ -138,8 +138,9 @@ def tenant_at(client: httpx.Client, path: str = "/whoami", **headers: str) -> st
 
 def assert_unknown(response: httpx.Response) -> None:
     assert response.status_code == 404, response.text
-    assert response.headers["content-type"] == "application/json"
-    assert response.json() == UNKNOWN
+    assert response.headers["content-type"] == "application/problem+json"
+    assert {k: v for k, v in response.json().items() if k in UNKNOWN} == UNKNOWN
+    assert response.json()["status"] == 404
 
 
 # --- resolvers ----------------------------------------------------------------------------

@@ -2,10 +2,12 @@
 
 ``create_api`` builds an app from binders (svcs), routers and optional tenant routing;
 ``DatabaseDep`` gives routes the bound ``Database``; ``response_for`` is the one mapping
-of ``db_shared`` database errors and domain refusals to HTTP.
+of ``db_shared`` database errors and domain refusals to HTTP (an RFC 9457 ``Problem``);
+``problems(401, 429)`` is route metadata for errors only an operation's code knows.
 """
 
 from api_kit.app import Binder, bind_database, create_api
+from api_kit.contract import problems
 from api_kit.deps import DatabaseDep, IdPath, get_database
 from api_kit.errors import install_error_handlers, response_for
 from api_kit.routing import TenantRoutingSettings, tenant_routing
@@ -50,6 +52,7 @@ __all__ = [
     "get_current_tenant",
     "get_database",
     "install_error_handlers",
+    "problems",
     "response_for",
     "tenant_exempt",
     "tenant_routing",

@@ -7,9 +7,11 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.middleware import Middleware
 
 from api_kit._svcs import svcs
+from api_kit.contract import BodyLimitMiddleware, install_contract, operation_id
 from api_kit.errors import install_error_handlers
 from api_kit.observability import CorrelationIdMiddleware, configure_logging, metrics
 from api_kit.tenancy import TenantRouting
@@ -48,6 +50,9 @@ def create_api(
 
     An unbound token stops start-up with an error naming the app and the missing binding.
     Bodies over ``max_body_size`` bytes are refused with 413 before they are read whole.
+    Every error is an ``application/problem+json`` ``Problem`` (``api_kit.errors``), and the
+    OpenAPI document declares each one an operation can answer (``api_kit.contract``);
+    operation ids read ``<tag>-<function>`` (``auth-register``).
     With ``tenancy`` every request runs for its tenant (``TenantMiddleware``, inside the
     correlation id so tenant refusals carry one); routers marked ``tenant_exempt`` and the
     health, metrics and docs paths run without. Logging gets the correlation id and tenant
@@ -66,7 +71,10 @@ def create_api(
         yield {}
 
     # Outermost first: the correlation id wraps everything, tenant refusals included.
-    middleware = [Middleware(CorrelationIdMiddleware)]
+    middleware = [
+        Middleware(CorrelationIdMiddleware),
+        Middleware(BodyLimitMiddleware, max_body_size=max_body_size),
+    ]
     if tenancy is not None:
         middleware.append(tenancy.middleware(routers))
     app = FastAPI(
@@ -75,9 +83,11 @@ def create_api(
         description=description,
         lifespan=lifespan,
         middleware=middleware,
-        max_body_size=max_body_size,
+        max_body_size=None,  # BodyLimitMiddleware: FastAPI's own answers 413 in plain text
+        generate_unique_id_function=operation_id,
     )
     install_error_handlers(app)
+    install_contract(app)
     configure_logging()
     app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
     for router in routers:
@@ -87,7 +97,15 @@ def create_api(
     async def live() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/health/ready", tags=["health"], response_model=None)
+    @app.get(
+        "/health/ready",
+        tags=["health"],
+        response_model=None,
+        responses={
+            200: {"model": Readiness, "description": "Ready (or degraded: some tenants down)"},
+            503: {"model": Readiness, "description": "Not ready (`Retry-After`)"},
+        },
+    )
     async def ready(registry: svcs.fastapi.DepRegistry) -> JSONResponse:
         """200 when the bound database answers a ping, 503 (with a reason class) when not.
 
@@ -110,6 +128,14 @@ def create_api(
         return JSONResponse({"status": "ok"})
 
     return app
+
+
+class Readiness(BaseModel):
+    """The readiness answer: a status, and reason classes (never hosts or exception text)."""
+
+    status: str
+    reason: str | None = None
+    tenants: dict[str, str] | None = None
 
 
 def _unavailable(body: Mapping[str, object]) -> JSONResponse:

@@ -29,7 +29,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from api_kit import AwareDatetime, DatabaseDep, tenant_exempt
+from api_kit import AwareDatetime, DatabaseDep, problems, tenant_exempt
 from auth.schemas import Email
 from auth.tables import AuthSessionTable, AuthUserTable, ProviderTable, WebhookEventTable
 from db_shared import Database, TenantDirectory, transact
@@ -279,7 +279,15 @@ async def apply_identity_event(
 router = tenant_exempt(APIRouter(prefix="/auth/webhooks", tags=["auth"]))
 
 
-@router.post("/identity")
+@router.post(
+    "/identity",
+    responses=problems(
+        401,
+        422,
+        _401="`bad_signature` or `timestamp_outside_tolerance`",
+        _422="Not an identity event",
+    ),
+)
 async def identity_webhook(request: Request, db: DatabaseDep) -> dict[str, Any]:
     """Apply an identity event to its tenant (Standard Webhooks signature).
 

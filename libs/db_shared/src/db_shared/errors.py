@@ -137,3 +137,13 @@ class UnauthenticatedError(DomainError):
 
 class InvalidInputError(DomainError):
     """The input is well-formed but refused by a rule of the use case."""
+
+
+class RateLimitedError(DomainError):
+    """Too many attempts: refused until ``retry_after`` seconds have passed (HTTP 429)."""
+
+    def __init__(
+        self, code: str, detail: str, *, retry_after: int, fields: tuple[str, ...] = ()
+    ) -> None:
+        self.retry_after = max(1, int(retry_after))
+        super().__init__(code, detail, fields=fields)
