@@ -17,3 +17,16 @@ async def hash_password(password: str) -> str:
 
 async def verify_password(password: str, hashed: str | None) -> bool:
     return await asyncio.to_thread(_hasher.verify, password, hashed or _DUMMY_HASH) and bool(hashed)
+
+
+async def verify_and_update(password: str, hashed: str | None) -> tuple[bool, str | None]:
+    """Whether ``password`` matches ``hashed``, and a new hash when ``hashed`` was made with
+    other parameters (or another algorithm) than today's: the caller stores it, so hashes
+    follow the current parameters as users log in. No hash (unknown user) never matches.
+    """
+    valid, updated = await asyncio.to_thread(
+        _hasher.verify_and_update, password, hashed or _DUMMY_HASH
+    )
+    if not hashed:
+        return False, None
+    return valid, updated if valid else None

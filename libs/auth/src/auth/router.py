@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
-from api_kit import IdPath
+from api_kit import IdPath, problems
 from auth.dependencies import AdminDep, AuthServiceDep, BearerDep, CurrentUserDep
 from auth.schemas import (
     LoginIn,
@@ -31,9 +31,16 @@ async def register(body: RegisterIn, service: AuthServiceDep) -> UserOut:
     return _user_out(await service.register(body.email, body.password, body.username))
 
 
-@router.post("/login")
-async def login(body: LoginIn, service: AuthServiceDep) -> TokenOut:
-    issued = await service.login(body.email, body.password)
+@router.post(
+    "/login",
+    responses=problems(401, 429, _401="Wrong email or password", _429="Too many failed logins"),
+)
+async def login(body: LoginIn, request: Request, service: AuthServiceDep) -> TokenOut:
+    # Failed logins are counted per account and per client address (429 + Retry-After past
+    # AUTH_LOGIN_MAX_FAILURES_*). The address is the ASGI client: behind a proxy, uvicorn's
+    # --proxy-headers/--forwarded-allow-ips make it the forwarded one.
+    address = request.client.host if request.client else None
+    issued = await service.login(body.email, body.password, address=address)
     return TokenOut(access_token=issued.token, expires_at=issued.expires_at)
 
 

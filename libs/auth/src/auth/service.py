@@ -13,15 +13,17 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth.emails import normalize_email
-from auth.passwords import hash_password, verify_password
+from auth.passwords import hash_password, verify_and_update
 from auth.tables import (
     AuthSessionTable,
     AuthUserTable,
+    LoginFailureTable,
     ProviderTable,
     RoleTable,
     UserProfileTable,
     UserRoleTable,
 )
+from auth.throttle import LoginThrottle, LoginThrottleSettings
 from db_shared import Database, NotFoundError, transact
 from db_shared.errors import UnauthenticatedError
 
@@ -52,8 +54,9 @@ class IssuedToken:
 
 
 class AuthService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, throttle: LoginThrottleSettings | None = None) -> None:
         self.db = db
+        self._throttle_settings = throttle
         self.User = db.model(AuthUserTable)
         self.Session = db.model(AuthSessionTable)
         self.Role = db.model(RoleTable)
@@ -77,23 +80,45 @@ class AuthService:
 
         return await transact(self.db, work)
 
-    async def login(self, email: str, password: str) -> IssuedToken:
+    @property
+    def throttle(self) -> LoginThrottle:
+        """Failed-login counters (settings read from the environment unless given)."""
+        settings = self._throttle_settings or LoginThrottleSettings()
+        return LoginThrottle(self.db.model(LoginFailureTable), settings)
+
+    async def login(self, email: str, password: str, *, address: str | None = None) -> IssuedToken:
+        """A session token for a correct email and password.
+
+        Every attempt counts against the account and ``address`` (the client host) before
+        the password is checked; past a limit it raises ``RateLimitedError`` whatever the
+        password (see ``auth.throttle``). A correct password whose hash was made with other
+        parameters than today's gets a new hash, stored with the session.
+        """
+        email = normalize_email(email)
+        throttle = self.throttle
         async with self.db.session() as s:
-            user = await s.scalar(
-                select(self.User).where(self.User.email == normalize_email(email))
+            refused = await throttle.take(s, email, address)
+            user = (
+                None
+                if refused
+                else await s.scalar(select(self.User).where(self.User.email == email))
             )
-        valid = await verify_password(password, user.password_hash if user else None)
+        if refused is not None:
+            raise refused
+        valid, new_hash = await verify_and_update(password, user.password_hash if user else None)
         if user is None or not valid or not user.is_active:
             raise UnauthenticatedError("invalid_credentials", "Wrong email or password.")
         token = secrets.token_urlsafe(32)
         expires_at = datetime.now(UTC) + SESSION_TTL
+        values: dict[str, Any] = {"last_login_at": func.now()}
+        if new_hash is not None:
+            values["password_hash"] = new_hash
         async with self.db.session() as s:
             s.add(
                 self.Session(user_id=user.id, token_hash=token_digest(token), expires_at=expires_at)
             )
-            await s.execute(
-                update(self.User).where(self.User.id == user.id).values(last_login_at=func.now())
-            )
+            await s.execute(update(self.User).where(self.User.id == user.id).values(**values))
+            await throttle.succeeded(s, email, address)
         return IssuedToken(token, expires_at)
 
     async def logout(self, token: str) -> None:
