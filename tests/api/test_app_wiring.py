@@ -118,6 +118,8 @@ def test_database_down_gives_503_and_recovers_without_restart(own_server: Embedd
         assert down.status_code == 503
         assert down.headers["Retry-After"] == "5"
         assert down.json()["code"] == "unavailable"
+        assert down.headers["content-type"] == "application/problem+json"
+        assert down.json()["type"] == "https://errors.data-layer.dev/unavailable"
         write = client.post("/auth/register", json={**body, "email": "down@example.com"})
         assert write.status_code == 503
 
