@@ -173,8 +173,8 @@ class TenantDatabaseMigrator:
         head = self.head()
         return [self.state(slug, head) for slug in self.resolver.tenants]
 
-    def seed(self, slug: str) -> str | None:
-        """Run the db lib's seed in the tenant's database (which must exist)."""
+    def existing_url(self, slug: str) -> URL:
+        """The tenant's database URL, checked to exist (``NotFoundError`` naming the fix)."""
         target = self.url_for(slug)
         self._guard(target)
         if not self.exists(target):
@@ -184,7 +184,7 @@ class TenantDatabaseMigrator:
                 f"`db {self.db.name} tenants create {slug}`",
             )
             raise error
-        return Migrator(self.db, target).seed()
+        return target
 
     def migrate_all(
         self,

@@ -37,7 +37,6 @@ from db_shared.errors import (
     DatabaseError,
     IntegrityViolationError,
     InvalidDataError,
-    NotFoundError,
 )
 
 Heads = tuple[str, ...]
@@ -561,45 +560,6 @@ class Migrator:
                 applied.append(type(elem).__name__)
             conn.commit()
         return applied
-
-    def seed(self, tenant: str | None = None) -> str | None:
-        """Run the db lib's seed in one transaction; returns its note for the operator.
-
-        ``tenant``: seed that tenant's schema (schema-per-tenant databases) or that
-        tenant's database (database-per-tenant).
-        """
-        fn = self.db.seed_function()
-        if fn is None:
-            raise ConfigurationError(f"The {self.db.name} database defines no seed function.")
-        schema = None
-        if tenant is not None and self.db.tenancy is None and self._url is None:
-            from db_kit.tenancy.url_resolvers import TenantDatabaseSettings
-
-            if isinstance(self.settings, TenantDatabaseSettings):
-                from db_kit.migrations.database_tenants import TenantDatabaseMigrator
-
-                return TenantDatabaseMigrator(self.db).seed(tenant)
-        if tenant is not None:
-            if self.db.tenancy is None:
-                raise ConfigurationError(f"The {self.db.name} database has no tenant schemas.")
-            schema = self.db.tenancy.schema_for(tenant)  # validated before any SQL
-        from sqlalchemy.orm import Session
-
-        with self.connect() as raw:
-            conn = raw
-            if schema is not None:
-                found = raw.execute(
-                    text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": schema}
-                ).first()
-                raw.rollback()
-                if found is None:
-                    raise NotFoundError("tenant", tenant)
-                conn = raw.execution_options(schema_translate_map={None: schema})
-            with Session(bind=conn) as session:
-                note = fn(session)
-                session.commit()
-            raw.commit()
-        return note
 
     def guard_development(self, action: str) -> None:
         if self.settings.is_production:

@@ -432,7 +432,9 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
             ] = None,
         ) -> None:
             """Insert the development seed data (idempotent)."""
-            note = Migrator(db).seed(tenant)
+            from db_kit.migrations.seeding import seed as seed_database
+
+            note = seed_database(db, tenant)
             console.print(f"{name}: seeded" + (f" tenant {tenant}." if tenant else "."))
             if note:
                 console.print(note)
