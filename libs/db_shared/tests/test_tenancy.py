@@ -21,7 +21,6 @@ from db_shared import (
     TenantRequiredError,
     UnknownTenantError,
     as_tenant,
-    create_tenant_repository,
     current_tenant,
     current_tenant_or_none,
     tenant_bound,
@@ -383,45 +382,3 @@ def test_a_plain_thread_does_not_see_the_tenant() -> None:
 def test_tenant_bound_needs_a_tenant_now() -> None:
     with pytest.raises(TenantRequiredError):
         tenant_bound(slug)
-
-
-# --- repository factory -------------------------------------------------------------------
-
-
-class UserRepository:
-    def __init__(self, database: str) -> None:
-        self.database = database
-
-    def users(self) -> list[str]:
-        return [f"alice@{self.database}"]
-
-
-def database_for(tenant: Tenant) -> str:
-    return f"db_{tenant.slug}"
-
-
-def test_create_tenant_repository_wires_the_tenants_data() -> None:
-    repo = create_tenant_repository(UserRepository, "acme", database_for)
-    assert isinstance(repo, UserRepository)
-    assert repo.users() == ["alice@db_acme"]
-    eu = create_tenant_repository(UserRepository, Tenant("eu", region="eu"), database_for)
-    assert eu.database == "db_eu"
-
-
-def test_create_tenant_repository_defaults_to_the_current_tenant() -> None:
-    with pytest.raises(TenantRequiredError):
-        create_tenant_repository(UserRepository, None, database_for)
-    with tenant_context("globex"):
-        assert create_tenant_repository(UserRepository, None, database_for).database == "db_globex"
-
-
-def test_create_tenant_repository_validates_before_the_factory_runs() -> None:
-    called: list[Tenant] = []
-
-    def factory(tenant: Tenant) -> str:
-        called.append(tenant)
-        return "never"
-
-    with pytest.raises(InvalidTenantError):
-        create_tenant_repository(UserRepository, 'x";DROP SCHEMA core;--', factory)
-    assert called == []

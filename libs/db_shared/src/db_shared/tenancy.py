@@ -24,7 +24,6 @@ from db_shared.errors import ConfigurationError, DatabaseError, NotFoundError
 
 P = ParamSpec("P")
 R = TypeVar("R")
-D = TypeVar("D")
 
 # ``tenant_<slug>`` must fit PostgreSQL's 63-byte identifier limit with room to spare.
 SLUG_MAX_LENGTH = 40
@@ -270,17 +269,3 @@ def tenant_bound(fn: Callable[P, R]) -> Callable[P, R]:
     Raises ``TenantRequiredError`` at once when no tenant is set.
     """
     return with_tenant(current_tenant())(fn)
-
-
-def create_tenant_repository(
-    repo_cls: Callable[[D], R],
-    tenant: TenantLike | None,
-    factory: Callable[[Tenant], D],
-) -> R:
-    """``repo_cls(factory(tenant))``: a repository wired to one tenant's data.
-
-    ``factory`` returns what the repository takes (a ``Database``, a session maker...);
-    ``tenant=None`` means the current tenant.
-    """
-    chosen = current_tenant() if tenant is None else as_tenant(tenant)
-    return repo_cls(factory(chosen))
