@@ -1,7 +1,8 @@
 """The current tenant: a validated slug carried in a context variable.
 
-A ``contextvars`` variable: an ASGI middleware sets it per request; jobs and scripts set it with ``tenant_context(...)`` or ``@with_tenant(...)``;
-``db.session()`` and repositories read it with ``current_tenant()``.
+A ``contextvars`` variable: an ASGI middleware sets it per request; jobs and scripts set
+it with ``tenant_context(...)`` or ``@with_tenant(...)``; ``db.session()`` and
+repositories read it with ``current_tenant()``.
 
 It follows the code that runs on its behalf where Python copies the context: tasks made
 by ``asyncio.create_task`` / ``gather`` and functions run by ``asyncio.to_thread`` (and
