@@ -123,8 +123,14 @@ def test_correlation_id_reaches_logs_and_pg_stat_activity(
     assert response.status_code == 200
     assert response.headers["X-Request-ID"] == request_id
 
-    mine = [r for r in caplog.records if getattr(r, "correlation_id", None) == request_id]
-    by_logger = {r.name for r in mine}
+    # The request's own line is written once the response is sent: wait for it.
+    deadline = time.monotonic() + 5
+    while True:
+        mine = [r for r in caplog.records if getattr(r, "correlation_id", None) == request_id]
+        by_logger = {r.name for r in mine}
+        if "api_kit.request" in by_logger or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     # The app's own line, the slow-query log and the request line all carry the id.
     assert {"tests.observability", "db_kit.slow_query", "api_kit.request"} <= by_logger, by_logger
     slow = next(r for r in mine if r.name == "db_kit.slow_query")
