@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -134,11 +135,14 @@ class Blocker:
             parts.append(f"user {self.user}")
         if self.application:
             parts.append(f"application {self.application!r}")
-        query = " ".join((self.query or "").split())
+        # The statement's shape, not its values: quoted literals could hold a secret.
+        query = _LITERAL.sub("'…'", " ".join((self.query or "").split()))
         if query:
             parts.append(f"last query: {query[:160]!r}")
         return ", ".join(parts)
 
+
+_LITERAL = re.compile(r"'(?:[^']|'')*'")
 
 _BLOCKERS_SQL = """
 SELECT a.pid, a.state, a.usename, a.application_name,

@@ -320,8 +320,6 @@ class Migrator:
             tuple(diverged), shadow_error,
         )  # fmt: skip
 
-    models_match_migrations = unmigrated
-
     @contextmanager
     def _locked(self) -> Iterator[Connection]:
         # The lock covers reading the "before" revision too, so a deploy that waited for
@@ -522,7 +520,7 @@ class Migrator:
             conn.commit()
         self.upgrade("head")
         unregistered: list[str] = []
-        owner = self._registry_owner()
+        owner = self.db.registry_of  # set when this stream is a database's tenant registry
         if owner is not None and owner.tenancy is not None:
             with self.connect() as conn:
                 unregistered = list(
@@ -533,10 +531,6 @@ class Migrator:
                     ).scalars()
                 )  # fmt: skip
         return ResetReport(schema, unregistered_schemas=tuple(unregistered))
-
-    def _registry_owner(self) -> DatabaseConfig | None:
-        """The database whose tenant registry this stream is, if it is one."""
-        return self.db.registry_of
 
     def push(self) -> list[str]:
         """Apply the model changes directly, without a revision (prototyping only)."""

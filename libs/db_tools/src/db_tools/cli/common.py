@@ -81,10 +81,7 @@ def _explain(exc: Exception) -> None:
     if isinstance(exc, DatabaseError):
         fail(str(exc))
     if isinstance(exc, CommandError):
-        hint = ""
-        if "not up to date" in str(exc):
-            hint = " Apply the pending revisions first (`db NAME migrate`), then generate."
-        fail(f"{str(exc).rstrip('.')}.{hint}")
+        fail(f"{str(exc).rstrip('.')}.")
     mapped = translate(exc)
     if mapped is not None:
         fail(str(mapped))
