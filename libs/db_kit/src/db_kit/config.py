@@ -13,7 +13,7 @@ from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase, Session
 
 from db_kit.settings import DatabaseSettings
-from db_kit.tenancy.registry import TenantRegistryMixin
+from db_kit.tenancy.registry import TenantDatabaseRegistryMixin, TenantRegistryMixin
 
 
 def _import(path: str) -> Any:
@@ -54,6 +54,39 @@ class SchemaTenancy:
 
 
 @dataclass(frozen=True)
+class DatabaseTenancy:
+    """Database-per-tenant layout: each tenant's data lives in a database of its own.
+
+    The registry of tenants (``registry``: its own models and migrations, in a schema of the
+    library's main database, the control database) names each tenant's database; its
+    tenant model (``registry_model``, "module:Class") composes
+    ``db_kit.tenancy.TenantDatabaseRegistryMixin``. A static map in the settings (such as
+    ``BIBIKOS_TENANT_URLS``) still serves the tenants it lists.
+    """
+
+    registry: DatabaseConfig
+    registry_model: str
+    database_prefix: str = "tenant_"
+
+    @property
+    def model(self) -> type[TenantDatabaseRegistryMixin]:
+        """The registry's tenant model: the kit reads and writes tenants through it."""
+        model = _import(self.registry_model)
+        if not (isinstance(model, type) and issubclass(model, TenantDatabaseRegistryMixin)):
+            raise TypeError(
+                f"{self.registry_model} must be a model class composing "
+                "TenantDatabaseRegistryMixin."
+            )
+        return model
+
+    def database_for(self, slug: str) -> str:
+        """The database name a new tenant ``slug`` gets; the slug is validated first."""
+        from db_shared.tenancy import validate_tenant_slug
+
+        return f"{self.database_prefix}{validate_tenant_slug(slug)}"
+
+
+@dataclass(frozen=True)
 class DatabaseConfig:
     """Everything the toolkit needs to know about one database library.
 
@@ -74,11 +107,33 @@ class DatabaseConfig:
     schemas: tuple[str, ...] = ()
     # Schema-per-tenant: the registry's own config (core schema) and how schemas are named.
     tenancy: SchemaTenancy | None = None
+    # Database-per-tenant: the registry's own config (in the control database).
+    database_tenancy: DatabaseTenancy | None = None
     _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.tenancy is not None and self.database_tenancy is not None:
+            raise ValueError(f"{self.name}: a database is schema- or database-per-tenant, not both")
+        if self.registry is not None:
+            self.registry._cache["registry_of"] = self
+
+    @property
+    def registry(self) -> DatabaseConfig | None:
+        """The migration stream of this database's tenant registry; None without one."""
         if self.tenancy is not None:
-            self.tenancy.registry._cache["registry_of"] = self
+            return self.tenancy.registry
+        if self.database_tenancy is not None:
+            return self.database_tenancy.registry
+        return None
+
+    @property
+    def registry_model(self) -> type[TenantRegistryMixin] | type[TenantDatabaseRegistryMixin]:
+        """The tenant model of this database's registry (``ValueError`` without one)."""
+        if self.tenancy is not None:
+            return self.tenancy.model
+        if self.database_tenancy is not None:
+            return self.database_tenancy.model
+        raise ValueError(f"the {self.name} database has no tenant registry")
 
     @property
     def registry_of(self) -> DatabaseConfig | None:

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    Boolean,
-    DateTime,
-    ForeignKey,
-    String,
-    Uuid,
-    func,
-    text,
-)
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase
 
 from db_kit.models import new_metadata
-from db_kit.tenancy.registry import TenantRegistryMixin, TenantStatus
+from db_kit.tenancy.registry import (
+    PluginMixin,
+    SuperAdminMixin,
+    TenantAuditMixin,
+    TenantDomainMixin,
+    TenantPluginMixin,
+    TenantRegistryMixin,
+    TenantStatus,
+)
 
 SCHEMA = "core"
 
@@ -35,47 +31,34 @@ class Tenant(TenantRegistryMixin, RegistryBase):
     __tablename__ = "tenants"
 
 
-class Plugin(RegistryBase):
+class TenantDomain(TenantDomainMixin, RegistryBase):
+    """A host name served as a tenant."""
+
+    __tablename__ = "tenant_domains"
+
+
+class Plugin(PluginMixin, RegistryBase):
     """A plugin of the catalogue."""
 
     __tablename__ = "plugins"
 
-    id: Mapped[str] = mapped_column(String(100), primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
-    version: Mapped[str] = mapped_column(String(50))
-    manifest: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
-
-class TenantPlugin(RegistryBase):
+class TenantPlugin(TenantPluginMixin, RegistryBase):
     """A plugin installed for a tenant, with its configuration."""
 
     __tablename__ = "tenant_plugins"
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("core.tenants.id", ondelete="CASCADE"), primary_key=True
-    )
-    plugin_id: Mapped[str] = mapped_column(
-        ForeignKey("core.plugins.id", ondelete="RESTRICT"), primary_key=True
-    )
-    enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
-    configuration: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
-    installed_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
 
-
-class SuperAdmin(RegistryBase):
+class SuperAdmin(SuperAdminMixin, RegistryBase):
     """An operator with access to every tenant."""
 
     __tablename__ = "super_admins"
 
-    id: Mapped[uuid.UUID] = mapped_column(
-        Uuid, primary_key=True, server_default=text("gen_random_uuid()")
-    )
-    external_id: Mapped[str] = mapped_column(String(255), unique=True)
-    email: Mapped[str] = mapped_column(String(320), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+class TenantAudit(TenantAuditMixin, RegistryBase):
+    """Who changed which tenant, when, and how."""
+
+    __tablename__ = "tenant_audit"
 
 
 Base = RegistryBase  # the name DatabaseConfig.models expects
@@ -87,6 +70,8 @@ __all__ = [
     "RegistryBase",
     "SuperAdmin",
     "Tenant",
+    "TenantAudit",
+    "TenantDomain",
     "TenantPlugin",
     "TenantStatus",
 ]

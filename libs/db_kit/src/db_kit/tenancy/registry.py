@@ -1,14 +1,26 @@
-"""The tenant registry contract of schema-per-tenant databases, owned by the kit.
+"""The tenant registry contract, owned by the kit, for both tenancy modes.
 
-A db lib's registry model composes ``TenantRegistryMixin`` into its own declarative base
-(django-tenants' ``TenantMixin`` is the model)::
+A db lib's registry models compose these mixins into its own declarative base (whose
+``MetaData`` names the registry's schema; django-tenants' ``TenantMixin`` and ``DomainMixin``
+are the model)::
 
-    class Tenant(TenantRegistryMixin, RegistryBase):
+    class Tenant(TenantRegistryMixin, RegistryBase):          # schema-per-tenant
         __tablename__ = "tenants"
 
-and names it in its ``SchemaTenancy(registry_model="core_db.registry.models:Tenant")``. The
-kit reads and writes the registry through these typed attributes, so a renamed column
-fails type checking, not production; statuses are ``TenantStatus`` members, not literals.
+    class Tenant(TenantDatabaseRegistryMixin, RegistryBase):  # database-per-tenant
+        __tablename__ = "tenants"
+
+    class TenantDomain(TenantDomainMixin, RegistryBase):
+        __tablename__ = "tenant_domains"
+
+and the same for ``PluginMixin``, ``TenantPluginMixin``, ``SuperAdminMixin`` and
+``TenantAuditMixin``. The kit reads and writes the registry through these typed attributes,
+so a renamed column fails type checking, not production; statuses are ``TenantStatus``
+members, not literals. Foreign keys name ``<schema>.tenants`` / ``<schema>.plugins`` of the
+model's own metadata.
+
+Every change to the registry's tables is announced with ``NOTIFY`` (``registry_notify_sql``,
+run by the registry's migrations), so each worker process forgets what it cached at once.
 """
 
 from __future__ import annotations
@@ -18,10 +30,42 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CheckConstraint, DateTime, String, Text, Uuid, func, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    String,
+    Text,
+    Uuid,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
-__all__ = ["TenantRegistryMixin", "TenantStatus"]
+from db_kit.sql import quote_identifier
+
+__all__ = [
+    "REGISTRY_CHANNEL",
+    "PluginMixin",
+    "SuperAdminMixin",
+    "TenantAuditMixin",
+    "TenantDatabaseRegistryMixin",
+    "TenantDomainMixin",
+    "TenantPluginMixin",
+    "TenantRecordMixin",
+    "TenantRegistryMixin",
+    "TenantStatus",
+    "registry_notify_sql",
+    "registry_unnotify_sql",
+]
+
+# The NOTIFY channel every registry announces its changes on.
+REGISTRY_CHANNEL = "db_kit_registry"
 
 
 class TenantStatus(StrEnum):
@@ -32,8 +76,13 @@ class TenantStatus(StrEnum):
     SUSPENDED = "suspended"
 
 
-class TenantRegistryMixin:
-    """One tenant and the schema that holds its data; what the kit needs of a registry row."""
+def _schema_of(cls: Any) -> str:
+    schema = cls.metadata.schema
+    return f"{schema}." if schema else ""
+
+
+class TenantRecordMixin:
+    """What every registry row holds, whichever way the tenant's data is kept."""
 
     @declared_attr.directive
     @classmethod
@@ -51,7 +100,6 @@ class TenantRegistryMixin:
     )
     slug: Mapped[str] = mapped_column(String(40), unique=True)
     name: Mapped[str] = mapped_column(String(200))
-    schema_name: Mapped[str] = mapped_column(String(63), unique=True)
     status: Mapped[str] = mapped_column(String(20), server_default=TenantStatus.PROVISIONING.value)
     region: Mapped[str | None] = mapped_column(String(20))
     # The revision of the tenant's schema, written in the same transaction as its upgrade.
@@ -63,3 +111,150 @@ class TenantRegistryMixin:
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+
+
+class TenantRegistryMixin(TenantRecordMixin):
+    """A schema-per-tenant registry row: the tenant and the schema that holds its data.
+
+    The schema keeps its name when the slug is renamed, so the data stays where it is.
+    """
+
+    schema_name: Mapped[str] = mapped_column(String(63), unique=True)
+
+
+class TenantDatabaseRegistryMixin(TenantRecordMixin):
+    """A database-per-tenant registry row: the tenant and the database that holds its data.
+
+    ``database_name`` is a database on the registry's own server: its URL is the control
+    database's URL with the database name replaced (credentials never live in the table).
+    The database keeps its name when the slug is renamed.
+    """
+
+    database_name: Mapped[str] = mapped_column(String(63), unique=True)
+
+
+class TenantDomainMixin:
+    """A host name served as a tenant (django-tenants' ``Domain``); lower-case, no port."""
+
+    @declared_attr.directive
+    @classmethod
+    def __table_args__(cls) -> tuple[Any, ...]:
+        return (
+            CheckConstraint("domain = lower(domain) AND length(domain) <= 253", name="domain"),
+            Index(None, "tenant_id"),
+        )
+
+    domain: Mapped[str] = mapped_column(String(253), primary_key=True)
+
+    @declared_attr
+    @classmethod
+    def tenant_id(cls) -> Mapped[uuid.UUID]:
+        return mapped_column(ForeignKey(f"{_schema_of(cls)}tenants.id", ondelete="CASCADE"))
+
+    is_primary: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class PluginMixin:
+    """A plugin of the catalogue."""
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[str] = mapped_column(String(50))
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class TenantPluginMixin:
+    """A plugin installed for a tenant, with its configuration."""
+
+    @declared_attr
+    @classmethod
+    def tenant_id(cls) -> Mapped[uuid.UUID]:
+        return mapped_column(
+            ForeignKey(f"{_schema_of(cls)}tenants.id", ondelete="CASCADE"), primary_key=True
+        )
+
+    @declared_attr
+    @classmethod
+    def plugin_id(cls) -> Mapped[str]:
+        return mapped_column(
+            ForeignKey(f"{_schema_of(cls)}plugins.id", ondelete="RESTRICT"), primary_key=True
+        )
+
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    configuration: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    installed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class SuperAdminMixin:
+    """An operator with access to every tenant.
+
+    ``token_hash`` is the SHA-256 of the admin API token issued when the admin was added
+    (the token itself is shown once and never stored); None: no API access.
+    """
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, primary_key=True, server_default=text("gen_random_uuid()")
+    )
+    external_id: Mapped[str] = mapped_column(String(255), unique=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class TenantAuditMixin:
+    """One change to the registry: who made it, when, to which tenant, and what it was.
+
+    Written in the same transaction as the change. The tenant is kept by slug (as it was
+    then), so the record outlives the tenant.
+    """
+
+    @declared_attr.directive
+    @classmethod
+    def __table_args__(cls) -> tuple[Any, ...]:
+        return (Index(None, "tenant_slug", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    actor: Mapped[str] = mapped_column(String(320))
+    action: Mapped[str] = mapped_column(String(40))
+    tenant_slug: Mapped[str | None] = mapped_column(String(40))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+
+
+def registry_notify_sql(schema: str, tables: tuple[str, ...]) -> list[str]:
+    """DDL for a registry migration: each statement on ``tables`` NOTIFYs the channel.
+
+    Listeners (``db_kit.tenancy.lookup``) forget their cached answers on any notification,
+    so a suspended tenant is refused by every worker at once, whatever made the change
+    (the CLI, the admin API, or an operator's ``UPDATE``).
+    """
+    s = quote_identifier(schema)
+    statements = [
+        f"CREATE OR REPLACE FUNCTION {s}.notify_registry_change() RETURNS trigger "
+        "LANGUAGE plpgsql AS $$ BEGIN "
+        f"PERFORM pg_notify('{REGISTRY_CHANNEL}', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME); "
+        "RETURN NULL; END $$"
+    ]
+    for table in tables:
+        t = quote_identifier(table)
+        statements.append(
+            f"CREATE TRIGGER notify_registry_change AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE "
+            f"ON {s}.{t} FOR EACH STATEMENT EXECUTE FUNCTION {s}.notify_registry_change()"
+        )
+    return statements
+
+
+def registry_unnotify_sql(schema: str, tables: tuple[str, ...]) -> list[str]:
+    """The downgrade of ``registry_notify_sql``."""
+    s = quote_identifier(schema)
+    return [
+        *(
+            f"DROP TRIGGER IF EXISTS notify_registry_change ON {s}.{quote_identifier(t)}"
+            for t in tables
+        ),
+        f"DROP FUNCTION IF EXISTS {s}.notify_registry_change()",
+    ]

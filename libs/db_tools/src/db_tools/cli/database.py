@@ -55,8 +55,9 @@ def _migrate_help(db: DatabaseConfig) -> str:
         )
     if _database_per_tenant(db):
         return (
-            f"Development: upgrade the {db.name} database, then every configured tenant "
-            f"database, to head (a failing tenant is reported: exit 1)."
+            f"Development: upgrade the {db.name} database (its tenant registry first), then "
+            f"every tenant database, registered or configured, to head (a failing tenant is "
+            f"reported: exit 1)."
         )
     return f"Development: upgrade the {db.name} database to head."
 
@@ -161,6 +162,8 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
             if sql or start:
                 offline_upgrade(sql, start)
                 return
+            if db.database_tenancy is not None:
+                _upgrade_and_report(db.database_tenancy.registry)
             _upgrade_and_report(db)
             if _database_per_tenant(db) and migrate_tenant_databases(db):
                 raise typer.Exit(1)
@@ -488,6 +491,8 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
     if db.tenancy is not None:
         app.add_typer(database_app(db.tenancy.registry), name="registry")
         app.add_typer(tenants_app(db), name="tenants")
+    if db.database_tenancy is not None:
+        app.add_typer(database_app(db.database_tenancy.registry), name="registry")
     per_tenant = database_tenants_app(db)
     if per_tenant is not None:
         app.add_typer(per_tenant, name="tenants")
