@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
 
-from db_shared.errors import ConfigurationError, DatabaseError, NotFoundError
+from db_shared.errors import ConfigurationError, DatabaseError, ForbiddenError, NotFoundError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -49,6 +49,17 @@ class UnknownTenantError(NotFoundError):
 
     def __init__(self, key: object) -> None:
         super().__init__("Tenant", key)
+
+
+class TenantSuspendedError(ForbiddenError):
+    """The tenant exists but is suspended: refused until it is reactivated (HTTP 403)."""
+
+    def __init__(self, slug: str) -> None:
+        self.slug = slug
+        super().__init__(
+            "tenant_suspended",
+            "This tenant is suspended; its administrator can have it reactivated.",
+        )
 
 
 class TenantRequiredError(ConfigurationError, LookupError):
