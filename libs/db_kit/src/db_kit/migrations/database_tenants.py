@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, case, delete, func, insert, inspect, select, text, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 
@@ -18,13 +18,14 @@ from db_kit.errors import first_line, sqlstate
 from db_kit.migrations.migrator import Migrator
 from db_kit.migrations.outcome import Outcome, TenantReport, select_tenants
 from db_kit.sql import quote_identifier
+from db_kit.tenancy.registry import TenantStatus
 from db_kit.tenancy.url_resolvers import (
     RESERVED_DATABASES,
     StaticTenantUrlResolver,
     TenantDatabaseSettings,
     tenant_url,
 )
-from db_shared.errors import ConfigurationError, NotFoundError
+from db_shared.errors import ConfigurationError, DuplicateEntryError, NotFoundError
 from db_shared.tenancy import (
     validate_tenant_slug,
 )
@@ -57,6 +58,10 @@ class TenantDatabaseMigrator:
     urls: Mapping[str, URL | str] | None = None
     resolver: StaticTenantUrlResolver = field(init=False)
     resolver_source: str = field(init=False, default="tenant map")
+    # Tenants of the control registry: slug -> (database URL, status).
+    registered: dict[str, tuple[URL, str]] = field(init=False, default_factory=dict)
+    # Slugs of the static map (settings or ``urls``).
+    static: frozenset[str] = field(init=False, default=frozenset())
 
     def __post_init__(self) -> None:
         settings = self.db.settings()
@@ -72,14 +77,117 @@ class TenantDatabaseMigrator:
                 f"The {self.db.name} database is not database-per-tenant: its settings do not "
                 "derive from TenantDatabaseSettings."
             )
-        self.resolver = StaticTenantUrlResolver(urls, source=source)
+        if self.urls is None and self.db.database_tenancy is not None:
+            self.registered = self._registered()
+            source = f"{source} or the {self.db.name} tenant registry"
+        # The static map wins over the registry for a slug in both.
+        merged = {**{slug: url for slug, (url, _) in self.registered.items()}, **urls}
+        self.static = frozenset(urls)
+        self.resolver = StaticTenantUrlResolver(merged, source=source)
         self.resolver_source = source
+
+    # the registry (database-per-tenant libraries with a control database) ---------------
+
+    @property
+    def control_url(self) -> URL:
+        """The control database (the library's main database): the registry lives there, and
+        registered tenant databases live on its server with its credentials."""
+        return Migrator(self.db).url
+
+    def _registry_connect(self) -> AbstractContextManager[Connection]:
+        assert self.db.database_tenancy is not None
+        return Migrator(self.db.database_tenancy.registry, self.control_url).connect()
+
+    def _registered(self) -> dict[str, tuple[URL, str]]:
+        """Registered slug -> (database URL, status); empty before the registry is migrated."""
+        assert self.db.database_tenancy is not None
+        model = self.db.database_tenancy.model
+        table = model.__table__  # type: ignore[attr-defined]
+        control = self.control_url
+        with self._registry_connect() as conn:
+            if not inspect(conn).has_table(table.name, schema=table.schema):
+                return {}
+            rows = conn.execute(select(model.slug, model.database_name, model.status)).all()
+        return {slug: (control.set(database=name), status) for slug, name, status in rows}
+
+    def _registry_ready(self, conn: Connection) -> bool:
+        assert self.db.database_tenancy is not None
+        table = self.db.database_tenancy.model.__table__  # type: ignore[attr-defined]
+        ready = bool(inspect(conn).has_table(table.name, schema=table.schema))
+        conn.rollback()  # end the catalog query's implicit transaction
+        return ready
+
+    def _register(self, slug: str, name: str | None, region: str | None) -> URL:
+        """The registered tenant's URL; registers it (provisioning) when it is new."""
+        assert self.db.database_tenancy is not None
+        tenancy = self.db.database_tenancy
+        model = tenancy.model
+        with self._registry_connect() as conn:
+            if not self._registry_ready(conn):
+                raise ConfigurationError(
+                    f"The {self.db.name} tenant registry is not migrated yet: run "
+                    f"`db {self.db.name} registry migrate` (or `db {self.db.name} migrate`), "
+                    f"or list the tenant in {self.resolver_source.split(' or ')[0]}."
+                )
+            with conn.begin():
+                found = conn.execute(select(model.database_name).where(model.slug == slug)).scalar()
+                if found is None:
+                    found = tenancy.database_for(slug)
+                    try:
+                        conn.execute(
+                            insert(model).values(
+                                {
+                                    model.slug: slug,
+                                    model.name: name or slug,
+                                    model.database_name: found,
+                                    model.region: region,
+                                }
+                            )
+                        )
+                    except sa_exc.IntegrityError as exc:
+                        if sqlstate(exc) == "23505":
+                            raise DuplicateEntryError(
+                                table="tenants",
+                                columns=("database_name",),
+                                message=f"database {found} is already registered for another "
+                                "tenant (one renamed from this slug); pick another slug.",
+                            ) from None
+                        raise
+        url = self.control_url.set(database=found)
+        self.registered[slug] = (url, TenantStatus.PROVISIONING.value)
+        return url
+
+    def _record(self, slug: str, revision: str | None, error: str | None) -> None:
+        """Write a registered tenant's migration outcome (provisioning -> active on success)."""
+        if slug not in self.registered or self.db.database_tenancy is None:
+            return
+        model = self.db.database_tenancy.model
+        values: dict[Any, Any] = {model.last_error: error}
+        if error is None:
+            values[model.revision] = revision
+            values[model.migrated_at] = func.now()
+            values[model.status] = case(
+                (model.status == TenantStatus.PROVISIONING, TenantStatus.ACTIVE.value),
+                else_=model.status,
+            )
+        with self._registry_connect() as conn, conn.begin():
+            conn.execute(update(model).where(model.slug == slug).values(values))
+
+    def _unregister(self, slug: str) -> None:
+        if self.db.database_tenancy is None:
+            return
+        model = self.db.database_tenancy.model
+        with self._registry_connect() as conn, conn.begin():
+            conn.execute(delete(model).where(model.slug == slug))
+        self.registered.pop(slug, None)
 
     def url_for(self, slug: str, url: URL | str | None = None) -> URL:
         """The tenant's URL: ``url`` when given, else the configured one."""
         slug = validate_tenant_slug(slug)
         if url is not None:
             return tenant_url(url, tenant=slug, source="--url")
+        if slug not in self.static and slug in self.registered:
+            return self.registered[slug][0]
         return self.resolver.resolve_sync(slug)
 
     def _guard(self, url: URL) -> str:
@@ -107,22 +215,43 @@ class TenantDatabaseMigrator:
         heads = Migrator(self.db).heads()
         return heads[0] if len(heads) == 1 else None
 
-    def create(self, slug: str, url: URL | str | None = None) -> TenantDatabaseResult:
-        """Create the tenant's database when missing, then migrate it to head."""
-        target = self.url_for(slug, url)
-        name = self._guard(target)
+    def create(
+        self,
+        slug: str,
+        url: URL | str | None = None,
+        *,
+        name: str | None = None,
+        region: str | None = None,
+    ) -> TenantDatabaseResult:
+        """Create the tenant's database when missing, then migrate it to head.
+
+        A tenant neither given a ``url`` nor in the static map is registered in the control
+        registry (when the library has one): its database is made on the control server,
+        and it turns active once migrated.
+        """
+        slug = validate_tenant_slug(slug)
+        if url is None and slug not in self.static and self.db.database_tenancy is not None:
+            target = self._register(slug, name, region)
+        else:
+            target = self.url_for(slug, url)
+        name_ = self._guard(target)
         started = time.perf_counter()
         created = False
         if not self.exists(target):
             with self._server(target) as conn:
-                quoted = quote_identifier(name)
+                quoted = quote_identifier(name_)
                 try:
                     conn.execute(text(f"CREATE DATABASE {quoted}"))
                     created = True
                 except sa_exc.ProgrammingError as exc:
                     if sqlstate(exc) != "42P04":  # created meanwhile by a concurrent run
                         raise
-        before, after = Migrator(self.db, target).upgrade("head")
+        try:
+            before, after = Migrator(self.db, target).upgrade("head")
+        except Exception as exc:
+            self._record(slug, None, first_line(exc)[:1000])
+            raise
+        self._record(slug, ",".join(after) or None, None)
         status = (
             Outcome.CREATED
             if created
@@ -134,15 +263,18 @@ class TenantDatabaseMigrator:
         )  # fmt: skip
 
     def drop(self, slug: str, url: URL | str | None = None, *, force: bool = False) -> bool:
-        """Drop the tenant's database; False when it did not exist. ``force`` ends sessions."""
+        """Drop the tenant's database (and its registry row); False when the database did
+        not exist. ``force`` ends the sessions still connected to it."""
         target = self.url_for(slug, url)
         name = self._guard(target)
-        if not self.exists(target):
-            return False
-        with self._server(target) as conn:
-            quoted = quote_identifier(name)
-            conn.execute(text(f"DROP DATABASE {quoted}" + (" WITH (FORCE)" if force else "")))
-        return True
+        existed = self.exists(target)
+        if existed:
+            with self._server(target) as conn:
+                quoted = quote_identifier(name)
+                conn.execute(text(f"DROP DATABASE {quoted}" + (" WITH (FORCE)" if force else "")))
+        if url is None and slug in self.registered and slug not in self.static:
+            self._unregister(slug)
+        return existed
 
     def exists(self, url: URL) -> bool:
         """Whether ``url``'s database exists on its server (asked of ``postgres``)."""
@@ -211,7 +343,9 @@ class TenantDatabaseMigrator:
                     slug, _shown(url), None, None, Outcome.FAILED, first_line(exc)[:500],
                     time.perf_counter() - started,
                 )  # fmt: skip
+                self._record(slug, None, result.error)
             else:
+                self._record(slug, ",".join(after) or None, None)
                 result = TenantDatabaseResult(
                     slug, _shown(url), ",".join(before) or None, ",".join(after) or None,
                     Outcome.MIGRATED if before != after else Outcome.UP_TO_DATE,

@@ -25,7 +25,7 @@ from typing import Any
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationStep
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Table, delete, func, insert, inspect, select, text, update
+from sqlalchemy import Connection, Table, case, delete, func, insert, inspect, select, text, update
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -42,6 +42,7 @@ from db_kit.migrations.outcome import Outcome, TenantReport, select_tenants
 from db_kit.sql import quote_identifier
 from db_kit.tenancy.registry import TenantRegistryMixin, TenantStatus
 from db_shared.errors import ConfigurationError, DuplicateEntryError, NotFoundError
+from db_shared.tenancy import validate_tenant_slug
 
 log = logging.getLogger(__name__)
 ALL_TENANTS_LOCK = "tenants"
@@ -117,11 +118,14 @@ class SchemaTenantMigrator:
         return [TenantRow(*row) for row in rows]
 
     def get(self, conn: Connection, slug: str) -> TenantRow:
-        schema = self.tenancy.schema_for(slug)
-        for row in self.tenants(conn):
-            if row.schema == schema:
-                return row
-        raise NotFoundError("tenant", slug)
+        validate_tenant_slug(slug)
+        t = self.model
+        row = conn.execute(
+            select(t.slug, t.schema_name, t.status, t.revision, t.last_error).where(t.slug == slug)
+        ).first()
+        if row is None:
+            raise NotFoundError("tenant", slug)
+        return TenantRow(*row)
 
     def with_version_table(self, conn: Connection, schemas: list[str]) -> list[str]:
         """Those of ``schemas`` that have a version table: one catalog query."""
@@ -206,9 +210,8 @@ class SchemaTenantMigrator:
 
     def drop(self, slug: str) -> None:
         """Drop the tenant's schema and its registry row (irreversible)."""
-        schema = self.tenancy.schema_for(slug)
         with self.connect() as conn, conn.begin():
-            self.get(conn, slug)
+            schema = self.get(conn, slug).schema
             conn.execute(text(f"DROP SCHEMA IF EXISTS {quote_identifier(schema)} CASCADE"))
             conn.execute(delete(self.model).where(self.model.slug == slug))
 
@@ -241,9 +244,11 @@ class SchemaTenantMigrator:
         t = self.model
         values: dict[Any, Any] = {t.last_error: error}
         if error is None:
-            values.update(
-                {t.revision: revision, t.migrated_at: func.now(), t.status: TenantStatus.ACTIVE}
+            # A provisioned tenant becomes active; a suspended one stays suspended.
+            status = case(
+                (t.status == TenantStatus.PROVISIONING, TenantStatus.ACTIVE.value), else_=t.status
             )
+            values.update({t.revision: revision, t.migrated_at: func.now(), t.status: status})
         conn.execute(update(t).where(t.slug == slug).values(values))
 
     def _failing_revision(self, before: str | None) -> str:
