@@ -78,7 +78,8 @@ def test_tenants_status_exit_3_then_migrate_covers_every_tenant_database(
 
     status = invoke("tenants", "status")
     assert status.exit_code == 3, status.output
-    assert "3 tenant database(s) in BIBIKOS_TENANT_URLS, 2 not at head" in status.output
+    assert "3 tenant database(s) in BIBIKOS_TENANT_URLS" in status.output
+    assert "2 not at head" in status.output
     text = " ".join(status.output.split())
     assert "up to date" in text
     assert "pending" in text
@@ -97,7 +98,8 @@ def test_tenants_status_exit_3_then_migrate_covers_every_tenant_database(
     set_tenants(monkeypatch, {"us": fleet["us"], "eu": fleet["eu"]})
     done = invoke("tenants", "status")
     assert done.exit_code == 0, done.output
-    assert "2 tenant database(s) in BIBIKOS_TENANT_URLS, 0 not at head" in done.output
+    assert "2 tenant database(s) in BIBIKOS_TENANT_URLS" in done.output
+    assert "0 not at head" in done.output
     again = invoke("migrate")
     assert again.exit_code == 0, again.output
     assert "already at head" in again.output

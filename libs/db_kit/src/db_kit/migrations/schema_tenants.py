@@ -210,6 +210,7 @@ class SchemaTenantMigrator:
 
     def drop(self, slug: str) -> None:
         """Drop the tenant's schema and its registry row (irreversible)."""
+        validate_tenant_slug(slug)  # before any connection
         with self.connect() as conn, conn.begin():
             schema = self.get(conn, slug).schema
             conn.execute(text(f"DROP SCHEMA IF EXISTS {quote_identifier(schema)} CASCADE"))

@@ -76,10 +76,12 @@ def _explain(exc: Exception) -> None:
     from sqlalchemy.exc import DBAPIError
 
     from db_kit.errors import first_line, translate
-    from db_shared.errors import DatabaseError
+    from db_shared.errors import DatabaseError, DomainError
 
     if isinstance(exc, DatabaseError):
         fail(str(exc))
+    if isinstance(exc, DomainError):  # a refused operation (tenant lifecycle): its reason
+        fail(exc.detail)
     if isinstance(exc, CommandError):
         fail(f"{str(exc).rstrip('.')}.")
     mapped = translate(exc)

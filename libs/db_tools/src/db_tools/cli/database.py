@@ -493,6 +493,10 @@ def database_app(db: DatabaseConfig) -> typer.Typer:
         app.add_typer(tenants_app(db), name="tenants")
     if db.database_tenancy is not None:
         app.add_typer(database_app(db.database_tenancy.registry), name="registry")
+    if db.registry is not None:
+        from db_tools.cli.tenant_ops import admins_app
+
+        app.add_typer(admins_app(db), name="admins")
     per_tenant = database_tenants_app(db)
     if per_tenant is not None:
         app.add_typer(per_tenant, name="tenants")

@@ -17,6 +17,12 @@ from db_tools.cli.common import (
     handle_errors,
     with_database,
 )
+from db_tools.cli.tenant_ops import _admin, add_lifecycle_commands
+
+CREATE_URL_HELP = (
+    "The tenant database URL, for a tenant of the tenant map kept outside the registry "
+    "(without it, a new tenant is registered and its database made on the control server)."
+)
 
 
 def migrate_tenant_databases(db: DatabaseConfig, only: list[str] | None = None) -> int:
@@ -58,10 +64,13 @@ def database_tenants_app(db: DatabaseConfig) -> typer.Typer | None:
         return None
     variable = db.settings_class.tenant_urls_variable
     app = typer.Typer(
-        help=f"Tenant databases of {db.name} (one database per tenant, from {variable}).",
+        help=f"Tenant databases of {db.name} (one database per tenant: registered in its "
+        f"control registry, or listed in {variable}).",
         no_args_is_help=True,
     )
     name = db.name
+
+    registry = db.database_tenancy is not None
 
     def unknown(slug: str) -> None:
         fail(f"Unknown tenant {slug!r}: add it to {variable} or pass --url.")
@@ -70,14 +79,24 @@ def database_tenants_app(db: DatabaseConfig) -> typer.Typer | None:
     @handle_errors
     def create(
         slug: Annotated[str, typer.Argument(help="Lower-case letters, digits, _; 1-40 chars.")],
-        url: Annotated[
-            str | None, typer.Option(help="The tenant database URL, when the tenant map lacks it.")
-        ] = None,
+        url: Annotated[str | None, typer.Option(help=CREATE_URL_HELP)] = None,
+        title: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
+        region: Annotated[str | None, typer.Option(help="Region label, e.g. us or eu.")] = None,
     ) -> None:
-        """Create the tenant's database (when missing) and migrate it to head."""
+        """Create the tenant's database (when missing) and migrate it to head; a tenant not
+        in the tenant map and given no --url is registered in the control registry (its
+        database made on the control server, served without a restart; audited)."""
         validate_tenant_slug(slug)
+        migrator = TenantDatabaseMigrator(db)
+        if registry and url is None and slug not in migrator.static:
+            info = _admin(db).create(slug, title, region)
+            console.print(
+                f"{name}: tenant {slug} registered, database {info.location} created and "
+                f"migrated, at {info.revision or '-'}."
+            )
+            return
         try:
-            result = TenantDatabaseMigrator(db).create(slug, url)
+            result = migrator.create(slug, url)
         except UnknownTenantError:
             unknown(slug)
             return
@@ -91,16 +110,24 @@ def database_tenants_app(db: DatabaseConfig) -> typer.Typer | None:
     @handle_errors
     def list_tenants() -> None:
         """Every configured tenant with its database, revision and state."""
-        states = TenantDatabaseMigrator(db).states()
-        table = Table("tenant", "database", "revision", "state")
+        migrator = TenantDatabaseMigrator(db)
+        states = migrator.states()
+        table = Table("tenant", "database", "status", "revision", "state")
         for st in states:
             style = {Outcome.UP_TO_DATE: "green", Outcome.PENDING: "yellow"}.get(st.status, "red")
-            table.add_row(st.slug, st.database, st.revision or "-", f"[{style}]{st.state}[/]")
+            status = (
+                "static map"
+                if st.slug in migrator.static
+                else migrator.registered.get(st.slug, (None, "-"))[1]
+            )
+            table.add_row(
+                st.slug, st.database, status, st.revision or "-", f"[{style}]{st.state}[/]"
+            )
         console.print(table)
         for st in states:
             if st.error:
                 console.print(f"  {st.slug}: {escape(st.error)}")
-        console.print(f"{len(states)} tenant database(s) in {variable}.")
+        console.print(f"{len(states)} tenant database(s) in {migrator.resolver_source}.")
 
     @app.command("status", epilog=EXIT_3)
     @handle_errors
@@ -119,7 +146,9 @@ def database_tenants_app(db: DatabaseConfig) -> typer.Typer | None:
         for st in states:
             if st.error:
                 console.print(f"  {st.slug}: {escape(st.error)}")
-        console.print(f"{len(states)} tenant database(s) in {variable}, {behind} not at head.")
+        console.print(
+            f"{len(states)} tenant database(s) in {migrator.resolver_source}, {behind} not at head."
+        )
         if behind:
             raise typer.Exit(3)
 
@@ -164,11 +193,17 @@ def database_tenants_app(db: DatabaseConfig) -> typer.Typer | None:
             f"Drop tenant {slug}'s database {shown} and ALL its data?"
         ):
             fail("aborted; nothing changed.")
+        if url is None and slug in migrator.registered and slug not in migrator.static:
+            _admin(db).drop(slug, force=force)
+            console.print(f"{name}: tenant {slug} database {shown} dropped and unregistered.")
+            return
         if migrator.drop(slug, url, force=force):
             console.print(f"{name}: tenant {slug} database {shown} dropped.")
         else:
             console.print(f"{name}: tenant {slug} database {shown} did not exist.")
-        if slug in migrator.resolver.tenants:
+        if slug in migrator.static:
             console.print(f"Remove {slug} from {variable} too.")
 
+    if registry:
+        add_lifecycle_commands(app, db)
     return with_database(app, db)

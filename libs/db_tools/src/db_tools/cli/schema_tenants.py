@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import typer
@@ -18,6 +19,7 @@ from db_tools.cli.common import (
     handle_errors,
     with_database,
 )
+from db_tools.cli.tenant_ops import _admin, add_lifecycle_commands
 
 
 def _results_table(results: list[Any]) -> Table:
@@ -82,11 +84,12 @@ def tenants_app(db: DatabaseConfig) -> typer.Typer:
         title: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
         region: Annotated[str | None, typer.Option(help="Region label, e.g. us or eu.")] = None,
     ) -> None:
-        """Register a tenant, create its schema and migrate it (one transaction)."""
-        result = SchemaTenantMigrator(db).create(slug, title, region)
+        """Register a tenant, create its schema and migrate it (one transaction; audited)."""
+        started = time.perf_counter()
+        info = _admin(db).create(slug, title, region)
         console.print(
-            f"{name}: tenant {slug} created in schema {result.schema} at {result.after} "
-            f"({result.seconds:.2f}s)."
+            f"{name}: tenant {slug} created in schema {info.location} at {info.revision} "
+            f"({time.perf_counter() - started:.2f}s)."
         )
 
     @app.command("list")
@@ -151,7 +154,8 @@ def tenants_app(db: DatabaseConfig) -> typer.Typer:
         """Drop a tenant's schema and all its data (asks first)."""
         if not yes and not typer.confirm(f"Drop tenant {slug} and ALL its data?"):
             fail("aborted; nothing changed.")
-        SchemaTenantMigrator(db).drop(slug)
+        _admin(db).drop(slug)
         console.print(f"{name}: tenant {slug} dropped.")
 
+    add_lifecycle_commands(app, db)
     return with_database(app, db)
