@@ -176,6 +176,36 @@ def test_deploys_both_databases_then_is_a_no_op(
     assert version(core_url, "tenant_gamma") == core_head
 
 
+def test_registered_tenant_databases_are_deployed_and_recorded(
+    fresh_database: Callable[..., URL], container_env: dict[str, str]
+) -> None:
+    """bibikos tenants of the control registry (no tenant map at all) are deployed too, and
+    the registry records their revision: a provisioning tenant turns active."""
+    bibikos_url = fresh_database("rm_bibikos_ctl")
+    registered = fresh_database("rm_bibikos_reg")
+    env = {
+        **container_env,
+        "BIBIKOS_DATABASE_URL": url_string(bibikos_url),
+        "MIGRATE_DATABASES": "bibikos",
+    }
+    head = Migrator(bibikos_db.CONFIG, bibikos_url).heads()[0]
+    first = run_entrypoint(env)
+    assert first.code == 0, first.output
+    assert "bibikos registry: deployed (empty) -> " in first.stdout
+    run_sql(
+        bibikos_url,
+        "INSERT INTO control.tenants (slug, name, database_name) VALUES ('reg', 'Reg', :d)",
+        d=registered.database,
+    )
+    second = run_entrypoint(env)
+    assert second.code == 0, second.output
+    assert f"bibikos tenant reg: deployed (empty) -> {head}." in second.stdout
+    assert "bibikos tenant databases: 1 migrated, 0 already at head, 0 failed." in second.stdout
+    assert version(registered) == head
+    row = run_sql(bibikos_url, "SELECT status, revision FROM control.tenants WHERE slug = 'reg'")
+    assert row == [("active", head)]
+
+
 def test_one_database_chosen_by_argument(
     fresh_database: Callable[..., URL], container_env: dict[str, str]
 ) -> None:

@@ -236,12 +236,12 @@ class RemoteDeploy:
             target = Target(db.name, url, settings.url_variable)
             wait_until_reachable(target, settings, timeout=self.timeout)
             self.say(f"{db.name}: connected to {target.shown}")
-            if db.tenancy is not None:
-                self._step(db.tenancy.registry.name, *Migrator(db.tenancy.registry, url).deploy())
+            if db.registry is not None:
+                self._step(db.registry.name, *Migrator(db.registry, url).deploy())
             self._step(db.name, *Migrator(db, url).deploy())
             if db.tenancy is not None:
                 self._schema_tenants(db, url)
-            self._database_tenants(db, settings)
+            self._database_tenants(db, settings, url)
         return not self.failed
 
     def _schema_tenants(self, db: DatabaseConfig, url: URL) -> None:
@@ -261,14 +261,16 @@ class RemoteDeploy:
             return
         self._tenant_summary(f"{db.name} tenant schemas", [r.status for r in results])
 
-    def _database_tenants(self, db: DatabaseConfig, settings: DatabaseSettings) -> None:
+    def _database_tenants(self, db: DatabaseConfig, settings: DatabaseSettings, url: URL) -> None:
+        """Every tenant database, registered (control registry) or in the tenant map."""
         from db_kit.migrations import TenantDatabaseMigrator
         from db_kit.tenancy import TenantDatabaseSettings
 
         if db.tenancy is not None or not isinstance(settings, TenantDatabaseSettings):
             return
         variable = settings.tenant_urls_variable
-        urls = settings.tenant_url_map()
+        migrator = TenantDatabaseMigrator(db, control=url)
+        urls = migrator.resolver.urls()
         deadline = time.monotonic() + self.timeout
         reachable: dict[str, URL] = {}
         statuses: list[str] = []
@@ -286,7 +288,7 @@ class RemoteDeploy:
                 self.say(f"{exc}{hint}")
                 continue
             reachable[slug] = url
-        for r in TenantDatabaseMigrator(db, urls=reachable).migrate_all():
+        for r in migrator.migrate_all(only=sorted(reachable)) if reachable else []:
             statuses.append(r.status)
             if r.failed:
                 self.failed.append(f"{db.name} tenant {r.slug}")
@@ -382,8 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             chosen = choose(args or [remote.databases], discover())
             for db in chosen:
                 db.reset()
-                if db.tenancy is not None:
-                    db.tenancy.registry.reset()
+                if db.registry is not None:
+                    db.registry.reset()
             deploy = RemoteDeploy(chosen, remote.wait_timeout, remote.tenant_workers)
             deploy.say(
                 f"deploying {', '.join(db.name for db in chosen)} "

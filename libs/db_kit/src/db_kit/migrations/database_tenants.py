@@ -56,6 +56,8 @@ class TenantDatabaseMigrator:
 
     db: DatabaseConfig
     urls: Mapping[str, URL | str] | None = None
+    # The control database (registry); None: the library's main database URL.
+    control: URL | None = None
     resolver: StaticTenantUrlResolver = field(init=False)
     resolver_source: str = field(init=False, default="tenant map")
     # Tenants of the control registry: slug -> (database URL, status).
@@ -92,7 +94,7 @@ class TenantDatabaseMigrator:
     def control_url(self) -> URL:
         """The control database (the library's main database): the registry lives there, and
         registered tenant databases live on its server with its credentials."""
-        return Migrator(self.db).url
+        return self.control if self.control is not None else Migrator(self.db).url
 
     def _registry_connect(self) -> AbstractContextManager[Connection]:
         assert self.db.database_tenancy is not None
