@@ -2,9 +2,10 @@
 
 Run: `uv run uvicorn bibikos_api.main:create_app --factory` (or `make run-bibikos`).
 BIBIKOS_DATABASE_URL points it at any PostgreSQL (`make run-bibikos` starts the embedded
-one in development and sets it). With BIBIKOS_TENANT_URLS set (one database per tenant),
-every request is routed by host to its tenant's database (BIBIKOS_API_TENANT_HOSTS, e.g. {"us": ["us.gym.example"],
-"eu": [...]}, or BIBIKOS_API_TENANT_BASE_DOMAIN / _HEADER).
+one in development and sets it). With one database per tenant (BIBIKOS_TENANT_URLS set, or
+BIBIKOS_DB_MULTI_TENANT=true for tenants registered in the control schema), every request
+is routed by host to its tenant's database: the registry's domains, BIBIKOS_API_TENANT_HOSTS
+(e.g. {"us": ["us.gym.example"], "eu": [...]}), BIBIKOS_API_TENANT_BASE_DOMAIN / _HEADER.
 
 Importing this module builds nothing and reads no settings: ``create_app`` does, when the
 server (or a test) calls it.
@@ -35,9 +36,10 @@ class BibikosApiRouting(TenantRoutingSettings):
 
 
 def default_database() -> Database:
-    """One database per tenant when BIBIKOS_TENANT_URLS is set, else the single database."""
+    """One database per tenant when BIBIKOS_TENANT_URLS is set or BIBIKOS_DB_MULTI_TENANT
+    is true (tenants from the control registry, and the static map), else the single one."""
     settings = bibikos_db.CONFIG.settings()
-    if getattr(settings, "tenant_urls", None):
+    if getattr(settings, "tenant_urls", None) or settings.multi_tenant:
         return bibikos_db.tenant_database
     return bibikos_db.database
 

@@ -10,20 +10,23 @@ from api_kit.tenancy import (
     FirstMatch,
     HeaderResolver,
     HostMapResolver,
+    RegistryDomainResolver,
     SubdomainResolver,
     TenantResolver,
     TenantRouting,
 )
 from db_shared import TenantDirectory
 from db_shared.errors import ConfigurationError
+from db_shared.protocols import TenantDomains
 from db_shared.tenancy import Tenant
 
 
 class TenantRoutingSettings(BaseSettings):
     """Subclass per app with its own ``env_prefix`` (``MY_API_``, ``BIBIKOS_API_``).
 
-    Resolvers are tried in order: host map, subdomain, header; the default answers only
-    when none of them names a tenant. A header that names an unknown or malformed tenant
+    Resolvers are tried in order: host map, the registry's domains (when the database has
+    a registry), subdomain, header; the default answers only when none of them names a
+    tenant. A header that names an unknown or malformed tenant
     (or is sent twice) is refused with 404, never served from the default.
     """
 
@@ -38,12 +41,18 @@ class TenantRoutingSettings(BaseSettings):
     # Only behind a proxy that sets it: clients could otherwise choose their tenant.
     tenant_header: str | None = None
 
-    def resolver(self) -> TenantResolver:
-        """The resolver these settings describe; an error naming the variables if none."""
+    def resolver(self, domains: TenantDomains | None = None) -> TenantResolver:
+        """The resolver these settings describe, with ``domains`` (a registry's host names)
+        after the host map; an error naming the variables if there is nothing to route by.
+
+        With a registry no variable is needed: its domains may be all the routing there is.
+        """
         resolvers: list[TenantResolver] = []
         if self.tenant_hosts:
             # No default here: it would answer before the subdomain and header are asked.
             resolvers.append(HostMapResolver(self.tenant_hosts))
+        if domains is not None:
+            resolvers.append(RegistryDomainResolver(domains))
         if self.tenant_base_domain:
             resolvers.append(SubdomainResolver(self.tenant_base_domain))
         if self.tenant_header:
@@ -64,9 +73,12 @@ def tenant_routing(directory: TenantDirectory, routing: TenantRoutingSettings) -
     """Route every request to its tenant; only tenants ``directory`` knows are served.
 
     Pass the result to ``create_api(tenancy=...)``; routers marked ``tenant_exempt`` are
-    let through without a tenant.
+    let through without a tenant. When ``directory`` has a registry of domains
+    (``db_shared.TenantDomains``) they route requests too, after the host map. A tenant the
+    registry has suspended is refused with 403 ``tenant_suspended``.
     """
-    resolver = routing.resolver()
+    domains = directory if isinstance(directory, TenantDomains) else None
+    resolver = routing.resolver(domains)
 
     async def known(tenant: Tenant) -> bool:
         return await directory.tenant_exists(tenant.slug)

@@ -1,10 +1,11 @@
 """Resolve the tenant of each request and make it the current tenant while it runs.
 
-``TenantMiddleware`` is a pure ASGI middleware: it asks a resolver (host map, subdomain,
-header, custom function, or a chain of them) for the request's tenant, answers 404
-``unknown_tenant`` itself when there is none, and otherwise runs the app inside
-``db_shared.tenant_context``. Unknown and malformed tenants get the same answer, so the
-response does not reveal which slugs exist or which rule a probe broke.
+``TenantMiddleware`` is a pure ASGI middleware: it asks a resolver (host map, registry
+domains, subdomain, header, custom function, or a chain of them) for the request's
+tenant, answers 404 ``unknown_tenant`` itself when there is none, and otherwise runs the
+app inside ``db_shared.tenant_context``. Unknown and malformed tenants get the same
+answer, so the response does not reveal which slugs exist or which rule a probe broke; a
+suspended tenant gets 403 ``tenant_suspended``.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ from starlette.middleware import Middleware
 
 from api_kit.errors import problem, response_for
 from db_shared.errors import DatabaseError, DomainError, ResourceNotFoundError
+from db_shared.protocols import TenantDomains
 from db_shared.tenancy import (
     InvalidTenantError,
     Tenant,
     TenantLike,
+    TenantSuspendedError,
     UnknownTenantError,
     as_tenant,
     current_tenant_or_none,
@@ -147,6 +150,26 @@ class HostMapResolver:
         return self.default
 
 
+class RegistryDomainResolver:
+    """Tenants by the host names a registry lists (``tenant_domains``), e.g. a custom
+    domain each customer brings; a host no row names -> ``None``.
+
+    ``directory`` answers from its cache (``db_kit.tenancy.lookup``), which forgets at once
+    when the registry changes, so a domain added or removed is served or refused without
+    a restart.
+    """
+
+    def __init__(self, directory: TenantDomains) -> None:
+        self.directory = directory
+
+    async def resolve(self, scope: Scope) -> Tenant | None:
+        host = request_host(scope)
+        if host is None:
+            return None
+        slug = await self.directory.tenant_for_host(host)
+        return None if slug is None else Tenant(slug)
+
+
 class SubdomainResolver:
     """``acme.example.com`` -> tenant ``acme``; the apex and deeper names -> ``None``.
 
@@ -241,9 +264,11 @@ class TenantMiddleware:
     """Sets the current tenant for each HTTP and WebSocket request, resets it after.
 
     Paths in ``exempt_paths`` (and below them) run with no tenant. A request whose tenant
-    cannot be resolved, is malformed, or fails ``known`` gets 404 ``unknown_tenant`` (a
-    WebSocket is closed with 1008). Other ``db_shared`` errors from a resolver or ``known``
-    are answered like route errors (e.g. 503 when the registry database is down).
+    cannot be resolved, is malformed, or fails ``known`` gets 404 ``unknown_tenant``; one
+    whose tenant is suspended (``known`` raised ``TenantSuspendedError``) 403
+    ``tenant_suspended`` (a WebSocket is closed with 1008 for either). Other
+    ``db_shared`` errors from a resolver or ``known`` are answered like route errors (e.g.
+    503 when the registry database is down; a WebSocket is closed with 1011).
     """
 
     def __init__(
@@ -271,6 +296,10 @@ class TenantMiddleware:
         except (InvalidTenantError, UnknownTenantError) as exc:
             log.info("tenant refused for %s: %s", scope["path"], exc)
             tenant = None
+        except TenantSuspendedError as exc:
+            log.info("tenant %r is suspended: refused %s", exc.slug, scope["path"])
+            await self._refuse(scope, receive, send, response_for(exc), policy=True)
+            return
         except (DatabaseError, DomainError) as exc:
             await self._refuse(scope, receive, send, response_for(exc))
             return
@@ -290,11 +319,18 @@ class TenantMiddleware:
         return tenant if known else None
 
     async def _refuse(
-        self, scope: Scope, receive: Receive, send: Send, response: JSONResponse | None
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        response: JSONResponse | None,
+        *,
+        policy: bool = False,
     ) -> None:
         if scope["type"] == "websocket":
-            # 1008 policy violation (no such tenant); 1011 server error otherwise.
-            await send({"type": "websocket.close", "code": 1008 if response is None else 1011})
+            # 1008 policy violation (no such tenant, or suspended); 1011 server error otherwise.
+            refused = response is None or policy
+            await send({"type": "websocket.close", "code": 1008 if refused else 1011})
             return
         if response is None:
             response = unknown_tenant_response()

@@ -19,6 +19,7 @@ from db_kit.config import DatabaseConfig
 from db_kit.engine import Engines, build_engines
 from db_kit.errors import ConstraintColumns, translate, translating
 from db_kit.settings import DatabaseSettings
+from db_kit.tenancy.lookup import RegistryLookup, served
 from db_kit.tenancy.schemas import SchemaRouter
 from db_shared.errors import DatabaseError
 
@@ -57,6 +58,7 @@ class SQLAlchemyDatabase:
             if config.tenancy is not None
             else None
         )
+        self._lookup: RegistryLookup | None = None
         if self._tracked:
             _live_databases.add(self)
 
@@ -111,19 +113,43 @@ class SQLAlchemyDatabase:
             return None
         return self._router.binds()
 
+    @property
+    def registry_lookup(self) -> RegistryLookup | None:
+        """Cached answers from this database's tenant registry (schema-per-tenant only)."""
+        lookup = self._lookup
+        if lookup is None and self.config.tenancy is not None:
+            with self._lock:
+                if self._lookup is None:
+                    settings = self.settings
+                    self._lookup = RegistryLookup(
+                        self.config.tenancy.model,
+                        lambda: self.engines,
+                        listen_url=settings.registry_listen_target,
+                        translator=self.translate,
+                        connect_timeout=float(settings.connect_timeout),
+                        application_name=settings.application_name,
+                    )
+                lookup = self._lookup
+        return lookup
+
     async def tenant_exists(self, slug: str) -> bool:
-        """Whether ``slug`` is an active tenant in the registry (cached for a few seconds)."""
-        router = self._router
-        if router is None:
+        """Whether ``slug`` is an active tenant in the registry.
+
+        A suspended tenant raises ``TenantSuspendedError``; a missing or still provisioning
+        one is False. Answers are cached only while this process hears the registry's
+        change notifications (``db_kit.tenancy.lookup``), so a change is seen at once.
+        """
+        registry = self.registry_lookup
+        if registry is None:
             return False
-        if router.known(slug):
-            return True
-        with translating(self.translate):
-            async with self.engines.async_engine.connect() as conn:
-                found = (await conn.execute(router.active_query(slug))).first() is not None
-        if found:
-            router.remember(slug)
-        return found
+        return served(slug, await registry.tenant(slug))
+
+    async def tenant_for_host(self, host: str) -> str | None:
+        """The slug of the tenant the registry's ``tenant_domains`` names for ``host``."""
+        registry = self.registry_lookup
+        if registry is None:
+            return None
+        return await registry.tenant_for_host(host)
 
     # units of work -------------------------------------------------------------------
 
@@ -201,6 +227,8 @@ class SQLAlchemyDatabase:
             self._router.forget()
 
     async def dispose(self) -> None:
+        if self._lookup is not None:
+            await self._lookup.aclose()
         with self._lock:
             engines, self._engines = self._engines, None
             self._forget_routes()
@@ -210,6 +238,8 @@ class SQLAlchemyDatabase:
 
     def dispose_sync(self) -> None:
         """Dispose from synchronous code (scripts); async connections are dropped unclosed."""
+        if self._lookup is not None:
+            self._lookup.close()
         with self._lock:
             engines, self._engines = self._engines, None
             self._forget_routes()

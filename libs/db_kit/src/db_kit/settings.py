@@ -17,7 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -137,7 +137,8 @@ class DatabaseSettings(BaseSettings):
     # and exception text: never, in any environment, unless this is set.
     log_sql_parameters: bool = False
     application_name: str = "data-layer"
-    # Route every session to the current tenant (schema-per-tenant databases only).
+    # Route every session to the current tenant: its schema (schema-per-tenant), or its
+    # database from the control registry too (database-per-tenant, TenantRoutedDatabase).
     multi_tenant: bool = False
     # Observability (db_kit.observability): statements at least this slow are logged at
     # WARNING by `db_kit.slow_query` (0 turns the log off); the request's correlation id
@@ -156,6 +157,29 @@ class DatabaseSettings(BaseSettings):
     # `generate`, `deploy` and `status` build the schema the migration files produce in a
     # scratch database created beside the target (needs CREATEDB); or in this empty one.
     shadow_database_url: str | None = Field(default=None, repr=False)
+    # Where tenant-registry listeners LISTEN for changes (db_kit.tenancy.lookup); None: the
+    # registry database's own URL. Set it to a direct server URL behind PgBouncer in
+    # transaction mode, which cannot LISTEN.
+    registry_listen_url: str | None = Field(default=None, repr=False)
+
+    @field_validator("registry_listen_url", mode="before")
+    @classmethod
+    def _validate_registry_listen_url(cls, value: object, info: ValidationInfo) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if not isinstance(value, str | URL):
+            return value  # pydantic reports the wrong type
+        prefix = str(cls.model_config.get("env_prefix", "")).upper()
+
+        def problem(what: str) -> ConfigurationError:
+            return ConfigurationError(f"{prefix}REGISTRY_LISTEN_URL {what}")
+
+        production = str(info.data.get("environment", "")) == "production"
+        try:
+            url = parse_database_url(value, problem=problem, production=production)
+        except ConfigurationError as exc:  # pydantic reports ValueErrors only
+            raise ValueError(str(exc)) from None
+        return url.render_as_string(hide_password=False)
 
     @classmethod
     def load(cls: type[S], **overrides: Any) -> S:
@@ -251,6 +275,10 @@ class DatabaseSettings(BaseSettings):
                 f"environment or in {dotenv_path()}."
             )
         return url
+
+    def registry_listen_target(self) -> URL | None:
+        """``registry_listen_url`` as a URL (with its password: do not print it); None: unset."""
+        return make_url(self.registry_listen_url) if self.registry_listen_url else None
 
     def safe_url(self) -> str:
         """The URL for messages and logs, password masked (never starts anything)."""

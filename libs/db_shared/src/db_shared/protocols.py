@@ -59,6 +59,15 @@ class TenantDirectory(Protocol):
 
 
 @runtime_checkable
+class TenantDomains(Protocol):
+    """A tenant directory whose registry names the host names each tenant is served at."""
+
+    async def tenant_for_host(self, host: str) -> str | None:
+        """The slug of the tenant served at ``host`` (lower-case, no port); None if none."""
+        ...
+
+
+@runtime_checkable
 class TenantHealth(Protocol):
     """A database of several tenant databases that can ping each one (``/health/ready``)."""
 

@@ -1,15 +1,19 @@
 """``TenantRoutedDatabase``: the ``db_shared.Database`` of "the current tenant" for a
 database-per-tenant library; each unit of work reads ``current_tenant()`` and runs on
-that tenant's database, through the engine cache."""
+that tenant's database, through the engine cache. Tenants come from a static map, a
+custom resolver, and the library's control registry (``DatabaseTenancy``)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import TypeVar
 
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -19,7 +23,11 @@ from db_kit.engine import Engines
 from db_kit.errors import ConstraintColumns
 from db_kit.settings import DatabaseSettings
 from db_kit.tenancy.engine_cache import EngineCache, TenantDatabaseUnavailableError
+from db_kit.tenancy.lookup import RegistryLookup
+from db_kit.tenancy.registry import TenantStatus
 from db_kit.tenancy.url_resolvers import (
+    ChainedTenantUrlResolver,
+    RegistryTenantUrlResolver,
     StaticTenantUrlResolver,
     TenantDatabaseSettings,
     TenantUrlResolver,
@@ -35,6 +43,12 @@ from db_shared.tenancy import (
 )
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+# The control database's pool, for registry lookups only.
+CONTROL_POOL_SIZE = 2
+CONTROL_MAX_OVERFLOW = 2
 
 
 # the Database of the current tenant -----------------------------------------------------
@@ -85,6 +99,15 @@ class TenantRoutedDatabase:
     rollback on error, driver errors translated). A tenant whose database is down raises
     ``TenantDatabaseUnavailableError`` (a ``DatabaseUnavailableError``) for that tenant
     alone. The cache is built on first use, from the settings unless given.
+
+    A slug is resolved by ``resolver`` when one is given, else by the settings' static map
+    (``BIBIKOS_TENANT_URLS``); then, when ``registry`` (default: the config has
+    ``database_tenancy``, no resolver was given and the settings say ``multi_tenant``,
+    e.g. ``BIBIKOS_DB_MULTI_TENANT=true``), by the control registry: an ACTIVE tenant's
+    database on the control server, a SUSPENDED one ``TenantSuspendedError``.
+    The registry is read through a small pool on the settings' main URL; when it announces
+    a change, engines of tenants that are no longer active are dropped (each once its
+    running sessions end).
     """
 
     def __init__(
@@ -95,14 +118,26 @@ class TenantRoutedDatabase:
         settings: DatabaseSettings | None = None,
         max_engines: int | None = None,
         connection_budget: int | None = None,
+        registry: bool | None = None,
     ) -> None:
         self.config = config
         self._settings = settings
         self._resolver = resolver
         self._max_engines = max_engines
         self._connection_budget = connection_budget
+        if registry and config.database_tenancy is None:
+            raise ConfigurationError(
+                f"The {config.name} database has no tenant registry (DatabaseConfig."
+                "database_tenancy); registry=True needs one."
+            )
+        self._registry = registry
+        self._control: SQLAlchemyDatabase | None = None
+        self._lookup: RegistryLookup | None = None
+        self._sweep: asyncio.Task[None] | None = None
+        self._sweep_again = False
         self._cache: EngineCache | None = None
-        self._lock = threading.Lock()
+        # Reentrant: building the cache builds the registry lookup, which takes it too.
+        self._lock = threading.RLock()
         # Model lookups only; it never builds engines.
         self._models = SQLAlchemyDatabase(config, settings=settings)
         self._columns: ConstraintColumns | None = None
@@ -127,17 +162,134 @@ class TenantRoutedDatabase:
                 cache = self._cache
         return cache
 
+    # the control registry ------------------------------------------------------------
+
+    @property
+    def uses_registry(self) -> bool:
+        """Whether tenants are also looked up in the control registry (see the class)."""
+        if self._registry is not None:
+            return self._registry
+        return (
+            self.config.database_tenancy is not None
+            and self._resolver is None
+            and self.settings.multi_tenant
+        )
+
+    @property
+    def control(self) -> SQLAlchemyDatabase:
+        """The control database (the settings' main URL) with a small pool, for the registry."""
+        control = self._control
+        if control is None:
+            tenancy = self.config.database_tenancy
+            if tenancy is None:
+                raise ConfigurationError(f"The {self.name} database has no tenant registry.")
+            with self._lock:
+                if self._control is None:
+                    small = self.settings.model_copy(
+                        update={
+                            "pool_size": CONTROL_POOL_SIZE,
+                            "max_overflow": CONTROL_MAX_OVERFLOW,
+                        }
+                    )
+                    self._control = SQLAlchemyDatabase(tenancy.registry, settings=small)
+                control = self._control
+        return control
+
+    @property
+    def registry_lookup(self) -> RegistryLookup | None:
+        """Cached answers from the control registry; None when this database does not use it."""
+        lookup = self._lookup
+        if lookup is None and self.uses_registry:
+            tenancy = self.config.database_tenancy
+            assert tenancy is not None  # checked in __init__
+            control = self.control
+            with self._lock:
+                if self._lookup is None:
+                    settings = self.settings
+                    lookup = RegistryLookup(
+                        tenancy.model,
+                        lambda: control.engines,
+                        listen_url=settings.registry_listen_target,
+                        translator=control.translate,
+                        connect_timeout=float(settings.connect_timeout),
+                        application_name=settings.application_name,
+                    )
+                    lookup.subscribe(self._registry_changed)
+                    self._lookup = lookup
+                lookup = self._lookup
+        return lookup
+
+    def _control_url(self) -> URL:
+        return self.control.engines.url
+
+    def _registry_changed(self) -> None:
+        """On the listener's loop: drop engines of tenants the registry no longer serves."""
+        if self._cache is None or not self._cache.stats().live:
+            return
+        if self._sweep is not None and not self._sweep.done():
+            self._sweep_again = True  # a change during a sweep: look again after it
+            return
+        self._sweep = asyncio.get_running_loop().create_task(self._drop_unserved())
+
+    async def _drop_unserved(self) -> None:
+        lookup, cache = self._lookup, self._cache
+        if lookup is None or cache is None:
+            return
+        static = self._static_tenants()
+        again = True
+        while again:
+            self._sweep_again = False
+            live = [slug for slug in cache.stats().live if slug not in static]
+            try:
+                rows = await lookup.tenants(live)
+            except DatabaseError as exc:
+                log.warning("could not re-read the registry after a change: %s", exc)
+                return
+            for slug in live:
+                row = rows.get(slug)
+                if row is None or row.status is not TenantStatus.ACTIVE:
+                    log.info("tenant %r is no longer active: dropping its engines", slug)
+                    # Evicted now; disposed once its running sessions end.
+                    with contextlib.suppress(DatabaseError):
+                        await cache.cleanup(slug)
+            again = self._sweep_again
+
+    def _static_tenants(self) -> frozenset[str]:
+        resolvers = self._first_resolvers()
+        return frozenset(
+            slug
+            for resolver in resolvers
+            if isinstance(resolver, StaticTenantUrlResolver)
+            for slug in resolver.tenants
+        )
+
+    def _first_resolvers(self) -> tuple[TenantUrlResolver, ...]:
+        cache = self._cache
+        if cache is None:
+            return ()
+        resolver = cache.resolver
+        if isinstance(resolver, ChainedTenantUrlResolver):
+            return resolver.resolvers
+        return (resolver,)
+
     def _build_cache(self) -> EngineCache:
         settings = self.settings
         per_tenant = settings if isinstance(settings, TenantDatabaseSettings) else None
         resolver = self._resolver
-        if resolver is None:
-            if per_tenant is None:
-                raise ConfigurationError(
-                    f"The {self.name} database has no tenant resolver: pass resolver=... or "
-                    "give it settings that derive from TenantDatabaseSettings."
-                )
+        if resolver is None and per_tenant is not None:
             resolver = StaticTenantUrlResolver.from_settings(per_tenant)
+        if self.uses_registry:
+            lookup = self.registry_lookup
+            assert lookup is not None
+            registry = RegistryTenantUrlResolver(lookup, self._control_url)
+            resolver = (
+                registry if resolver is None else ChainedTenantUrlResolver(resolver, registry)
+            )
+        if resolver is None:
+            raise ConfigurationError(
+                f"The {self.name} database has no tenant resolver: pass resolver=..., "
+                "give it settings that derive from TenantDatabaseSettings, or a registry."
+            )
         max_engines = self._max_engines or (per_tenant.tenant_max_engines if per_tenant else 20)
         budget = self._connection_budget or (
             per_tenant.tenant_connection_budget if per_tenant else max_engines * 5
@@ -153,12 +305,20 @@ class TenantRoutedDatabase:
         return True
 
     async def tenant_exists(self, slug: str) -> bool:
-        """Whether the resolver knows ``slug`` (no connection is opened)."""
+        """Whether ``slug`` is a tenant this database serves (no tenant database is opened).
+
+        A tenant the registry has suspended raises ``TenantSuspendedError``.
+        """
         try:
             await self.cache.resolver.resolve(slug)
         except (UnknownTenantError, InvalidTenantError):
             return False
         return True
+
+    async def tenant_for_host(self, host: str) -> str | None:
+        """The slug of the tenant the control registry's domains name for ``host``."""
+        lookup = self.registry_lookup
+        return None if lookup is None else await lookup.tenant_for_host(host)
 
     def _unit(self, tenant: Tenant, engines: Engines) -> _TenantUnitOfWork:
         if self._columns is None:
@@ -204,15 +364,14 @@ class TenantRoutedDatabase:
     async def ping_tenants(self, timeout: float | None = None) -> dict[str, str | None]:
         """Ping every tenant's database at once: slug -> None when it answered, else why.
 
-        The tenants are those of a static map, else the ones with engines in the cache (a
-        callable resolver cannot list its tenants). A tenant that does not answer within
-        ``timeout`` (default: the connect timeout) is reported, never waited on longer.
+        The tenants are those of a static map, and the ones with engines in the cache (a
+        callable resolver or a registry of many tenants is not listed). A tenant that does
+        not answer within ``timeout`` (default: the connect timeout) is reported, never
+        waited on longer.
         """
-        resolver = self.cache.resolver
-        if isinstance(resolver, StaticTenantUrlResolver):
-            slugs: tuple[str, ...] = resolver.tenants
-        else:
-            slugs = self.cache.stats().live
+        cache = self.cache
+        static = self._static_tenants()
+        slugs = (*sorted(static), *(s for s in cache.stats().live if s not in static))
         limit = timeout if timeout is not None else float(self.settings.connect_timeout)
 
         async def one(slug: str) -> str | None:
@@ -238,11 +397,23 @@ class TenantRoutedDatabase:
             self._cache.cleanup_sync(tenant)
 
     async def dispose(self) -> None:
-        """Dispose every tenant's engines (app shutdown); the next use builds them again."""
+        """Dispose every tenant's engines and the registry's (app shutdown); the next use
+        builds them again."""
+        sweep, self._sweep = self._sweep, None
+        if sweep is not None and not sweep.done():
+            sweep.cancel()
+        if self._lookup is not None:
+            await self._lookup.aclose()
         await self.cleanup()
+        if self._control is not None:
+            await self._control.dispose()
 
     def dispose_sync(self) -> None:
+        if self._lookup is not None:
+            self._lookup.close()
         self.cleanup_sync()
+        if self._control is not None:
+            self._control.dispose_sync()
 
     def __repr__(self) -> str:
         return f"TenantRoutedDatabase({self.name})"

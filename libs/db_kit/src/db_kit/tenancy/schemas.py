@@ -4,12 +4,12 @@ One engine (one pool) serves every tenant. For each tenant the router keeps a vi
 engines with ``schema_translate_map={None: "<prefix><slug>"}``: statements are compiled
 once, with a placeholder schema, and translated at execution, so one compiled-statement
 cache serves every tenant and nothing (no ``search_path``) is left on a pooled connection.
-It also answers, from the registry (the kit's typed contract), which tenants are active.
+It also holds the registry queries readiness needs; which tenant is active is
+``db_kit.tenancy.lookup``'s business.
 """
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -21,24 +21,21 @@ from db_kit.engine import Engines
 from db_kit.tenancy.registry import TenantStatus
 from db_shared.tenancy import current_tenant
 
-__all__ = ["KNOWN_TENANT_TTL", "TENANT_BIND_CACHE", "SchemaRouter"]
+__all__ = ["TENANT_BIND_CACHE", "SchemaRouter"]
 
 # Translated engine views kept (one per tenant slug; they share the pool).
 TENANT_BIND_CACHE = 10_000
-# How long an active tenant is trusted without asking the registry again (seconds).
-KNOWN_TENANT_TTL = 5.0
 
 Binds = tuple[AsyncEngine, Engine]
 
 
 class SchemaRouter:
-    """The current tenant's engine views, and the registry queries routing needs."""
+    """The current tenant's engine views, and the registry queries readiness needs."""
 
     def __init__(self, tenancy: SchemaTenancy, engines: Callable[[], Engines]) -> None:
         self.tenancy = tenancy
         self._engines = engines
         self._binds: OrderedDict[str, Binds] = OrderedDict()
-        self._known: dict[str, float] = {}
 
     def binds(self) -> Binds:
         """The current tenant's translated engines.
@@ -64,18 +61,6 @@ class SchemaRouter:
         self._binds.clear()
 
     # the registry ----------------------------------------------------------------------
-
-    def known(self, slug: str) -> bool:
-        """Whether ``slug`` was found active within the last ``KNOWN_TENANT_TTL`` seconds."""
-        return self._known.get(slug, 0.0) > time.monotonic()
-
-    def remember(self, slug: str) -> None:
-        self._known[slug] = time.monotonic() + KNOWN_TENANT_TTL
-
-    def active_query(self, slug: str) -> Select[str]:
-        """``slug`` if it is an active tenant."""
-        tenant = self.tenancy.model
-        return select(tenant.slug).where(tenant.slug == slug, tenant.status == TenantStatus.ACTIVE)
 
     def health_queries(self) -> tuple[Select[str, str, str | None], TextClause]:
         """(active tenants with their schema and last migration error, which of a list of

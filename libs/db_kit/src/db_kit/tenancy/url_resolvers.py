@@ -1,6 +1,8 @@
 """Tenant database URLs: settings of a database-per-tenant library and the resolvers that
 map a tenant slug to its database URL (``StaticTenantUrlResolver`` for a fixed map such as
-US/EU, ``CallableTenantUrlResolver`` for a registry lookup, sync or async)."""
+US/EU, ``RegistryTenantUrlResolver`` for the library's control registry,
+``CallableTenantUrlResolver`` for any other lookup, sync or async, and
+``ChainedTenantUrlResolver`` to ask several in turn)."""
 
 from __future__ import annotations
 
@@ -8,18 +10,22 @@ import asyncio
 import inspect
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Annotated, Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import NoDecode
 from sqlalchemy.engine import URL, make_url
 
 from db_kit.settings import DatabaseSettings, parse_database_url
+from db_kit.tenancy.lookup import served
 from db_shared.errors import ConfigurationError, DatabaseError
 from db_shared.tenancy import (
     UnknownTenantError,
     validate_tenant_slug,
 )
+
+if TYPE_CHECKING:
+    from db_kit.tenancy.lookup import RegistryLookup, TenantEntry
 
 T = TypeVar("T")
 
@@ -229,3 +235,68 @@ class CallableTenantUrlResolver:
                     "running event loop; use `async with db.session()` there."
                 )
         return self._checked(slug, found)
+
+
+class ChainedTenantUrlResolver:
+    """Asks each resolver in turn; the first that knows the tenant answers.
+
+    ``UnknownTenantError`` passes to the next resolver; any other error (a suspended
+    tenant, an unreachable registry) stops the chain.
+    """
+
+    def __init__(self, *resolvers: TenantUrlResolver) -> None:
+        self.resolvers = resolvers
+
+    async def resolve(self, slug: str) -> URL:
+        for resolver in self.resolvers:
+            try:
+                return await resolver.resolve(slug)
+            except UnknownTenantError:
+                continue
+        raise UnknownTenantError(slug)
+
+    def resolve_sync(self, slug: str) -> URL:
+        for resolver in self.resolvers:
+            try:
+                return resolver.resolve_sync(slug)
+            except UnknownTenantError:
+                continue
+        raise UnknownTenantError(slug)
+
+    def __repr__(self) -> str:
+        return f"ChainedTenantUrlResolver{self.resolvers!r}"
+
+
+class RegistryTenantUrlResolver:
+    """Tenants of a database-per-tenant registry (``TenantDatabaseRegistryMixin``).
+
+    An ACTIVE row's URL is the control database's URL (``control_url()``) with the
+    database name replaced by the row's ``database_name`` (credentials never live in the
+    table); a SUSPENDED row raises ``TenantSuspendedError``; a missing or PROVISIONING
+    one ``UnknownTenantError``. Async lookups are cached (``RegistryLookup``).
+    """
+
+    def __init__(self, lookup: RegistryLookup, control_url: Callable[[], URL]) -> None:
+        self.lookup = lookup
+        self.control_url = control_url
+
+    async def resolve(self, slug: str) -> URL:
+        slug = validate_tenant_slug(slug)
+        return self._url(slug, await self.lookup.tenant(slug))
+
+    def resolve_sync(self, slug: str) -> URL:
+        slug = validate_tenant_slug(slug)
+        return self._url(slug, self.lookup.tenant_sync(slug))
+
+    def _url(self, slug: str, entry: TenantEntry | None) -> URL:
+        if entry is None or not served(slug, entry):
+            raise UnknownTenantError(slug)
+        if entry.location in RESERVED_DATABASES:
+            raise ConfigurationError(
+                f"The registry names database {entry.location!r} for tenant {slug!r}; a tenant "
+                "may never use a server's system database."
+            )
+        return self.control_url().set(database=entry.location)
+
+    def __repr__(self) -> str:
+        return f"RegistryTenantUrlResolver({self.lookup!r})"
