@@ -1,9 +1,10 @@
 """run_migrations' Dockerfile, compose file and .env.example, checked by parsing them.
 
-No Docker engine here: what the container would do is tested in test_entrypoint.py; this
-checks that the files wire it up that way (build context, env_file, command, a frozen uv
-sync, a non-root user, the entrypoint) and that .env.example documents every variable the
-entrypoint reads without carrying a real secret.
+What the container does is tested in test_entrypoint.py, and the image is built and run
+for real in tests/containers/ (with a Docker engine); this checks, without one, that the
+files wire it up that way (build context, env_file, command, two stages with a frozen uv
+sync in the first, a non-root user and the entrypoint in the last) and that .env.example
+documents every variable the entrypoint reads without carrying a real secret.
 """
 
 from __future__ import annotations
@@ -87,19 +88,51 @@ def test_compose_command_chooses_the_databases(service: dict[str, object]) -> No
 # Dockerfile ----------------------------------------------------------------------------
 
 
-def test_dockerfile_base_and_frozen_uv_sync() -> None:
+def final_stage() -> list[tuple[str, str]]:
     instructions = dockerfile()
-    assert instructions[0] == ("FROM", "python:3.11-slim")
-    runs = [args for ins, args in instructions if ins == "RUN"]
-    syncs = [r for r in runs if r.startswith("uv sync")]
+    last_from = max(i for i, (ins, _) in enumerate(instructions) if ins == "FROM")
+    return instructions[last_from:]
+
+
+def test_dockerfile_two_stages_on_the_official_base() -> None:
+    froms = [args for ins, args in dockerfile() if ins == "FROM"]
+    # The ordinary name: where no registry answers, the tests build a stand-in with it.
+    assert froms == ["python:3.11-slim AS build", "python:3.11-slim"]
+
+
+def test_dockerfile_frozen_uv_sync_in_the_build_stage() -> None:
+    runs = [args for ins, args in dockerfile() if ins == "RUN"]
+    syncs = [r[r.index("uv sync") :] for r in runs if "uv sync" in r]
     assert len(syncs) == 2, "dependencies layer, then the workspace code"
     for sync in syncs:
         words = shlex.split(sync)
         assert "--frozen" in words  # the lock as is, never re-resolved
         assert "--no-dev" in words
         packages = {words[i + 1] for i, w in enumerate(words) if w == "--package"}
-        assert packages == {"core-db", "bibikos-db"}
+        # db-tools: the entrypoint is db_tools.remote (the db libs do not depend on it).
+        assert packages == {"db-tools", "core-db", "bibikos-db"}
     assert "--no-install-workspace" in syncs[0]
+    assert "--no-editable" in syncs[1]  # wheels: the final stage needs no source tree
+
+
+def test_dockerfile_final_stage_installs_nothing() -> None:
+    final = final_stage()
+    for ins, args in final:
+        if ins == "RUN":
+            assert "pip install" not in args, args
+            assert "uv " not in args, args
+    copies = [args for ins, args in final if ins == "COPY"]
+    assert "--from=build /app/.venv /app/.venv" in copies
+
+
+def test_dockerfile_ca_bundle_is_a_build_secret() -> None:
+    """pip and uv trust the host's CA bundle through a secret mount, never a COPY."""
+    text = (FOLDER / "Dockerfile").read_text()
+    networked = [args for ins, args in dockerfile() if ins == "RUN" and "install" in args]
+    networked += [args for ins, args in dockerfile() if ins == "RUN" and "uv sync" in args]
+    for run in networked:
+        assert run.startswith("--mount=type=secret,id=ca_bundle"), run
+    assert "COPY" not in "".join(line for line in text.splitlines() if "ca_bundle" in line)
 
 
 def test_dockerfile_copies_the_lock_before_the_code() -> None:
@@ -108,19 +141,21 @@ def test_dockerfile_copies_the_lock_before_the_code() -> None:
     code = next(i for i, c in enumerate(copies) if c.startswith("libs/"))
     assert lock < code
     for copied in copies:
+        if copied.startswith("--from="):
+            continue
         for source in copied.split()[:-1]:
             assert (ROOT / source).exists(), f"COPY source {source} is missing"
 
 
 def test_dockerfile_runs_as_a_non_root_user() -> None:
-    instructions = dockerfile()
-    users = [args for ins, args in instructions if ins == "USER"]
-    assert users, "no USER instruction: the container would run as root"
+    final = final_stage()
+    users = [args for ins, args in final if ins == "USER"]
+    assert users, "no USER instruction in the final stage: the container would run as root"
     assert users[-1] not in {"root", "0", "0:0"}
-    last_user = max(i for i, (ins, _) in enumerate(instructions) if ins == "USER")
-    entry = max(i for i, (ins, _) in enumerate(instructions) if ins == "ENTRYPOINT")
+    last_user = max(i for i, (ins, _) in enumerate(final) if ins == "USER")
+    entry = max(i for i, (ins, _) in enumerate(final) if ins == "ENTRYPOINT")
     assert last_user < entry
-    assert any(users[-1] in args for ins, args in instructions if ins == "RUN")  # created
+    assert any(users[-1] in args for ins, args in final if ins == "RUN")  # created
 
 
 def test_dockerfile_entrypoint_is_the_migration_script() -> None:
@@ -130,14 +165,22 @@ def test_dockerfile_entrypoint_is_the_migration_script() -> None:
     assert command[0] == "python"
     assert command[1].endswith("run_migrations/entrypoint.py")
     assert (FOLDER / "entrypoint.py").exists()
-    env = " ".join(args for ins, args in dockerfile() if ins == "ENV")
+    env = " ".join(args for ins, args in final_stage() if ins == "ENV")
     assert "ENVIRONMENT=production" in env
 
 
 def test_dockerignore_keeps_secrets_and_local_state_out() -> None:
-    ignored = (FOLDER / "Dockerfile.dockerignore").read_text().split()
-    for pattern in ("**/.env", "**/.venv", ".data", ".git"):
-        assert pattern in ignored
+    """BuildKit's Dockerfile.dockerignore: everything out, then only what is copied."""
+    patterns = [
+        line.strip()
+        for line in (FOLDER / "Dockerfile.dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert patterns[0] == "*"
+    allowed = {p[1:] for p in patterns if p.startswith("!")}
+    assert allowed == {"pyproject.toml", "uv.lock", "libs/", "run_migrations/entrypoint.py"}
+    for pattern in ("**/.env", "**/.venv", "**/tests"):
+        assert pattern in patterns  # also inside what is let back in
 
 
 # .env.example ----------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Server, in order of preference:
 
 1. ``TEST_DATABASE_URL`` (any PostgreSQL the tests may create databases on);
-2. testcontainers, when a Docker engine answers;
+2. testcontainers, when a Docker engine answers (image ``DB_TEST_POSTGRES_IMAGE``, default
+   ``postgres:17``; ``DB_TEST_NO_DOCKER=1`` skips this);
 3. the embedded PostgreSQL wheel, in a temporary folder, stopped when the run ends.
 
 Each run creates its own databases on that server; at start (before test modules are
@@ -84,6 +85,90 @@ def _docker_answers() -> bool:
         return False
 
 
+# The image of the testcontainers branch; a stand-in built from Debian packages carries this
+# name where no registry answers (db_tools.containers).
+DEFAULT_POSTGRES_IMAGE = "postgres:17"
+
+
+def _ryuk_usable(client: Any, image: str) -> bool:
+    """Whether Ryuk (testcontainers' reaper) can start: its image is here or can be pulled."""
+    for attempt in (client.images.get, client.images.pull):
+        # Not here, or no registry: try the next way, then give up.
+        with contextlib.suppress(Exception):
+            attempt(image)
+            return True
+    return False
+
+
+def _reachable(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=2):
+        return True
+    return False
+
+
+def _container_watchdog(pid: int, container_id: str) -> None:
+    """Remove the test container when the pytest process ends, however it ends (Ryuk's job,
+    when Ryuk is off)."""
+    docker = shutil.which("docker") or "docker"
+    script = (
+        f"while kill -0 {pid} 2>/dev/null; do sleep 1; done; "
+        f"{docker} rm -f -v {container_id} >/dev/null 2>&1"
+    )
+    subprocess.Popen(
+        ["/bin/sh", "-c", script],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+@contextlib.contextmanager
+def _postgres_container() -> Iterator[PostgresServer]:
+    """PostgreSQL in a container (testcontainers), ``DB_TEST_POSTGRES_IMAGE`` or postgres:17.
+
+    Ryuk is turned off when its image is neither here nor pullable (the container is then
+    removed by this context and by a watchdog if pytest dies). The server is reached at
+    127.0.0.1 on its published port when that answers (an engine on this machine, even
+    when the machine is itself a container, where testcontainers would choose a gateway
+    address); otherwise at the host testcontainers works out (Docker-out-of-Docker, remote).
+    """
+    import docker
+    from testcontainers.core.config import testcontainers_config
+
+    try:
+        from testcontainers.community.postgres import PostgresContainer
+    except ImportError:  # testcontainers before 4.14
+        from testcontainers.postgres import PostgresContainer
+
+    image = os.environ.get("DB_TEST_POSTGRES_IMAGE") or DEFAULT_POSTGRES_IMAGE
+    notes = [image]
+    if not testcontainers_config.ryuk_disabled and not _ryuk_usable(
+        docker.from_env(timeout=30), testcontainers_config.ryuk_image
+    ):
+        testcontainers_config.ryuk_disabled = True
+        notes.append("Ryuk off: its image cannot be pulled")
+    container = PostgresContainer(
+        image, username="test", password=uuid.uuid4().hex, dbname="postgres", driver="psycopg"
+    )
+    with container:
+        _container_watchdog(os.getpid(), container.get_wrapped_container().id)
+        published = int(container.get_docker_client().port(container.get_container_id(), 5432))
+        if _reachable("127.0.0.1", published):
+            host, port = "127.0.0.1", published
+        else:
+            host, port = container.get_container_host_ip(), container.get_exposed_port(5432)
+        url = URL.create(
+            DRIVER,
+            username=container.username,
+            password=container.password,
+            host=host,
+            port=port,
+            database="postgres",
+        )
+        yield PostgresServer(url, f"testcontainers ({', '.join(notes)}) at {host}:{port}")
+
+
 def _watchdog(pid: int, pgdata: Path, pg_ctl: Path, user: str | None) -> None:
     """Stop the test server when the pytest process ends, however it ends."""
     stop = f"{pg_ctl} -D {pgdata} -m immediate stop"
@@ -111,10 +196,8 @@ def start_server(tmp_dir: Path) -> Iterator[PostgresServer]:
         yield PostgresServer(url, "TEST_DATABASE_URL")
         return
     if os.environ.get("DB_TEST_NO_DOCKER") != "1" and _docker_answers():
-        from testcontainers.postgres import PostgresContainer
-
-        with PostgresContainer("postgres:17-alpine", driver="psycopg") as container:
-            yield PostgresServer(make_url(container.get_connection_url()), "testcontainers")
+        with _postgres_container() as in_container:
+            yield in_container
         return
     from db_tools.embedded import SYSTEM_USER, EmbeddedPostgres, bin_dir
 
@@ -171,6 +254,12 @@ def pytest_load_initial_conftests() -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     _choose_test_environment()
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    """Which server the run uses (the embedded one, testcontainers, TEST_DATABASE_URL)."""
+    server: PostgresServer | None = _RUN.get("server")
+    return f"postgresql: {server.source}" if server is not None else None
 
 
 @pytest.hookimpl(tryfirst=True)
