@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
 import core_db
+from api_kit import tenant_routing
 from core_db.config import REGISTRY
 from db_kit.database import SQLAlchemyDatabase
 from db_kit.migrations.migrator import Migrator
@@ -111,10 +112,20 @@ def test_interleaved_concurrent_requests_never_cross(base: str) -> None:
     asyncio.run(scenario())
 
 
-def test_multi_tenant_without_routing_is_a_start_up_error(tenants_url: URL) -> None:
-    database = SQLAlchemyDatabase(core_db.CONFIG, url=tenants_url, multi_tenant=True)
+class _StaticDirectory:
+    """A tenant directory with no registry domains (a custom one, as a user may write)."""
+
+    multi_tenant = True
+
+    async def tenant_exists(self, slug: str) -> bool:
+        return slug == "acme"
+
+
+def test_multi_tenant_without_any_routing_is_a_start_up_error() -> None:
+    # A registry's domains are routing enough (test_tenant_registry_routing); a directory
+    # without them and no routing variables cannot route anything: refused at start-up.
     with pytest.raises(ConfigurationError) as info:
-        create_app(database, MyApiRouting())
+        tenant_routing(_StaticDirectory(), MyApiRouting())
     assert "MY_API_TENANT_BASE_DOMAIN" in str(info.value)
 
 

@@ -356,3 +356,50 @@ def test_bibikos_multi_tenant_setting_alone_routes_by_tenant(
         monkeypatch.undo()
         bibikos_db.CONFIG.reset()
     assert default_database() is bibikos_db.database
+
+
+def test_bibikos_super_admin_api_provisions_a_tenant_database_served_at_once(
+    bibikos: dict[str, URL], tmp_path: Path, postgres_server: Any
+) -> None:
+    """The same /admin API on bibikos_api: a tenant created over HTTP gets its own database
+    on the control server, is served through its new domain without a restart, and the
+    audit names the admin."""
+    from db_kit.tenancy.admin import TenantAdmin
+
+    control = bibikos["control"]
+    slug = f"gym{uuid.uuid4().hex[:8]}"
+    postgres_server.created.append(f"tenant_{slug}")
+    token = TenantAdmin(bibikos_db.CONFIG, actor="test", url=control).add_super_admin(
+        "ops@example.com"
+    )
+    env = {
+        **os.environ,
+        "BIBIKOS_DATABASE_URL": url_string(control),
+        "BIBIKOS_TENANT_URLS": "{}",
+        "BIBIKOS_DB_MULTI_TENANT": "true",
+    }
+    admin = {"Authorization": f"Bearer {token}"}
+    body = {"email": "member@example.com", "password": "long enough 1"}
+    with uvicorn("bibikos_api.main:create_app", env, tmp_path / "uvicorn.log") as base:
+        assert httpx.get(f"{base}/admin/tenants", timeout=30).status_code == 401
+        created = httpx.post(
+            f"{base}/admin/tenants", json={"slug": slug, "name": "Gym"}, headers=admin, timeout=60
+        )
+        assert created.status_code == 201, created.text
+        assert created.json()["status"] == "active"
+        domain = httpx.post(
+            f"{base}/admin/tenants/{slug}/domains",
+            json={"domain": f"{slug}.gym.test"},
+            headers=admin,
+            timeout=30,
+        )
+        assert domain.status_code in (200, 201), domain.text
+        registered = httpx.post(
+            f"{base}/auth/register", json=body, headers={"Host": f"{slug}.gym.test"}, timeout=30
+        )
+        assert registered.status_code == 201, registered.text
+        assert users(control.set(database=f"tenant_{slug}")) == 1
+        audit = httpx.get(f"{base}/admin/audit", params={"tenant": slug}, headers=admin).json()
+    actions = [(e["action"], e["actor"]) for e in audit]
+    assert ("create", "admin:ops@example.com") in actions
+    assert ("domain_add", "admin:ops@example.com") in actions

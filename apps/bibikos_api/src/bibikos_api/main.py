@@ -1,6 +1,8 @@
 """bibikos_api: the bibikos database wired into the shared modules, plus gym routes.
 
-Run: `uv run uvicorn bibikos_api.main:create_app --factory` (or `make run-bibikos`).
+Run: `uv run uvicorn bibikos_api.main:create_app --factory` (or `make run-bibikos`). With
+BIBIKOS_DB_MULTI_TENANT=true tenants also come from the control registry, and the
+super-admin API (``/admin``, ``Authorization: Bearer sa_...``) manages them.
 BIBIKOS_DATABASE_URL points it at any PostgreSQL (`make run-bibikos` starts the embedded
 one in development and sets it). With one database per tenant (BIBIKOS_TENANT_URLS set, or
 BIBIKOS_DB_MULTI_TENANT=true for tenants registered in the control schema), every request
@@ -18,12 +20,15 @@ from pydantic_settings import SettingsConfigDict
 
 import bibikos_db
 from api_kit import TenantRoutingSettings, bind_database, create_api, tenant_routing
+from api_kit.admin import TenantAdministration, admin_router
 from auth.router import router as auth_router
 from auth.webhooks import router as identity_webhook_router
 from bibikos_api.gym.router import router as gym_router
 from contact.router import router as contact_router
 from db_kit.engine import configure_sql_logging
 from db_kit.settings import DatabaseSettings
+from db_kit.tenancy.admin import TenantAdmin
+from db_kit.tenancy.routed import TenantRoutedDatabase
 from db_shared import Database, TenantDirectory
 from notifications.router import router as notifications_router
 from payments.router import router as payments_router
@@ -59,18 +64,27 @@ def create_app(
     tenancy = None
     if isinstance(db, TenantDirectory) and db.multi_tenant:
         tenancy = tenant_routing(db, routing or BibikosApiRouting())
+    routers = [
+        auth_router,
+        identity_webhook_router,
+        notifications_router,
+        payments_router,
+        contact_router,
+        gym_router,
+    ]
+    if isinstance(db, TenantRoutedDatabase) and db.uses_registry:
+        control = db.control
+
+        def tenant_admin(actor: str) -> TenantAdministration:
+            # The registry lives in the control database (schema control).
+            return TenantAdmin(bibikos_db.CONFIG, actor=actor, url=control.engines.url)
+
+        routers.append(admin_router(tenant_admin))
     return create_api(
         name="bibikos_api",
         description=DESCRIPTION,
         binders=[bind_database(db)],
-        routers=[
-            auth_router,
-            identity_webhook_router,
-            notifications_router,
-            payments_router,
-            contact_router,
-            gym_router,
-        ],
+        routers=routers,
         tenancy=tenancy,
     )
 

@@ -265,7 +265,7 @@ class DomainIn(_In):
 class SuperAdminIn(_In):
     email: Email
     external_id: Annotated[str, _line(255)] | None = Field(
-        default=None, description="The identity provider's id (default: the e-mail)"
+        default=None, description="The admin's id at your sign-in provider (default: the e-mail)"
     )
 
 

@@ -19,7 +19,7 @@ from db_shared.errors import (
     SerializationFailureError,
     UnboundTokenError,
 )
-from db_shared.protocols import Database, TenantDirectory, TenantHealth
+from db_shared.protocols import Database, TenantDirectory, TenantDomains, TenantHealth
 from db_shared.tenancy import (
     InvalidTenantError,
     Tenant,
@@ -65,6 +65,7 @@ __all__ = [
     "SerializationFailureError",
     "Tenant",
     "TenantDirectory",
+    "TenantDomains",
     "TenantHealth",
     "TenantRequiredError",
     "TenantSuspendedError",

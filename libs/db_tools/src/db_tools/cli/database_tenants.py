@@ -94,6 +94,11 @@ def database_tenants_app(db: DatabaseConfig) -> typer.Typer | None:
                 f"{name}: tenant {slug} registered, database {info.location} created and "
                 f"migrated, at {info.revision or '-'}."
             )
+            if not db.settings().multi_tenant:
+                prefix = str(db.settings_class.model_config.get("env_prefix", "")).upper()
+                console.print(
+                    f"Apps serve registered tenants with {prefix}MULTI_TENANT=true (it is off)."
+                )
             return
         try:
             result = migrator.create(slug, url)
