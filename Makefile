@@ -23,7 +23,7 @@ SYNC_INPUTS := $(wildcard uv.lock pyproject.toml libs/*/pyproject.toml apps/*/py
 ENV_CHOSEN := $(strip $(ENVIRONMENT)$(APP_ENV)$(shell grep -isE '^[[:space:]]*(export[[:space:]]+)?(ENVIRONMENT|APP_ENV)[[:space:]]*=' .env 2>/dev/null))
 DEV := $(if $(ENV_CHOSEN),,ENVIRONMENT=development)
 
-.PHONY: help bootstrap install run run-bibikos migrate-all migrate-remote test lint format typecheck pytest clean-data db-list
+.PHONY: help bootstrap install run run-bibikos migrate-all migrate-remote images test lint format typecheck pytest clean-data db-list
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z%_-]+:.*## / {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -62,6 +62,9 @@ migrate-all: install ## Migrate every database (embedded PostgreSQL unless URLs 
 
 migrate-remote: install ## Deploy MIGRATE_DATABASES to the URLs set (what run_migrations' container runs)
 	@$(RUN) python run_migrations/entrypoint.py $(dbs)
+
+images: install ## Build the migration and app images (BuildKit, host CA as a secret; stand-ins where no registry answers)
+	@$(RUN) python -m db_tools.containers
 
 test: install lint typecheck pytest ## Lint, type-check and run the test suite (real PostgreSQL)
 

@@ -12,8 +12,9 @@
   build secret (a TLS-inspecting proxy re-signs pip's and uv's HTTPS); a secret is mounted
   for one ``RUN`` only and never lands in a layer.
 
-``python -m db_tools.containers`` builds the repository's images that way and prints their
-sizes (``make images``). Nothing at run time imports this module.
+``python -m db_tools.containers`` (``make images``) builds the repository's images that way
+and prints their sizes; a dockerd it started keeps running for ``docker compose up``.
+Nothing at run time imports this module.
 """
 
 from __future__ import annotations
@@ -144,7 +145,10 @@ def _can_buildkit(cli: str) -> bool:
     with contextlib.suppress(subprocess.SubprocessError, OSError):
         if _run([cli, "buildx", "version"], timeout=10, check=False).returncode == 0:
             return True
-        version = _run([cli, "version", "--format", "{{.Client.Version}}"], timeout=10).stdout
+        # Exits 1 while no daemon answers, after printing the client's version.
+        version = _run(
+            [cli, "version", "--format", "{{.Client.Version}}"], timeout=10, check=False
+        ).stdout
         major = re.match(r"\s*(\d+)\.", version)
         return bool(major and int(major.group(1)) < 23)
     return False
@@ -224,8 +228,12 @@ def _watchdog(owner: int, dockerd: int) -> None:
     )
 
 
-def ensure_engine(*, install: bool = True, start_timeout: float = START_TIMEOUT) -> Engine:
+def ensure_engine(
+    *, install: bool = True, start_timeout: float = START_TIMEOUT, outlive: bool = False
+) -> Engine:
     """A Docker engine that answers; installs and starts one when allowed and needed.
+
+    A dockerd started here stops when this process ends (a watchdog), unless ``outlive``.
 
     Raises ``ContainersUnavailable`` with the reason when there cannot be one here.
     """
@@ -266,7 +274,8 @@ def ensure_engine(*, install: bool = True, start_timeout: float = START_TIMEOUT)
                 start_new_session=True,
             )
         engine.log = log
-        _watchdog(os.getpid(), engine.started.pid)
+        if not outlive:
+            _watchdog(os.getpid(), engine.started.pid)
         deadline = time.monotonic() + start_timeout
         while not _answers(cli):
             if engine.started.poll() is not None or time.monotonic() > deadline:
@@ -511,22 +520,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Build the repository's images (stand-ins first where nothing can be pulled)."""
     del argv
     try:
-        engine = ensure_engine()
-    except ContainersUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    try:
+        # The images are for `docker compose up` next: a dockerd started here keeps running.
+        engine = ensure_engine(outlive=True)
+        if engine.started is not None:
+            print(f"started dockerd (pid {engine.started.pid}, log {engine.log})", flush=True)
         for name in (PYTHON_IMAGE, POSTGRES_IMAGE):
             print(f"{name}: {ensure_image(engine, name)}", flush=True)
         for image, seconds in build_images(engine):
             size = engine.image_size(image.tag) / 1e6
             print(f"{image.tag}: built in {seconds:.0f} s, {size:.0f} MB", flush=True)
-        for step, seconds in engine.timings.items():
-            print(f"{step}: {seconds:.1f} s")
-    finally:
-        if engine.started is not None:
-            print("stopping the dockerd this command started")
-            engine.stop()
+    except (ContainersUnavailable, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for step, seconds in engine.timings.items():
+        print(f"{step}: {seconds:.1f} s")
     return 0
 
 
