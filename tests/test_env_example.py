@@ -36,7 +36,16 @@ SETTINGS: tuple[type[BaseSettings], ...] = (
 REMOTE_SETTINGS: tuple[type[BaseSettings], ...] = (RemoteSettings,)
 # Read with os.environ by the code, never meant for a .env file: the test plugin's and the
 # tools' own switches, and what uv sets.
-NOT_FOR_ENV_FILES = frozenset({"TEST_DATABASE_URL", "DB_TEST_NO_DOCKER", "UV", "APP_ENV"})
+NOT_FOR_ENV_FILES = frozenset(
+    {
+        "TEST_DATABASE_URL",
+        "DB_TEST_NO_DOCKER",
+        "DB_TEST_POSTGRES_IMAGE",
+        "SSL_CERT_FILE",
+        "UV",
+        "APP_ENV",
+    }
+)
 
 
 def variables_of(cls: type[BaseSettings]) -> set[str]:

@@ -130,7 +130,7 @@ def install_debian_packages(packages: Sequence[str], timeout: float = INSTALL_TI
 
 def _docker_clis() -> list[str]:
     found: list[str] = []
-    for folder in [*os.environ.get("PATH", "").split(os.pathsep), "/usr/bin"]:
+    for folder in [*os.get_exec_path(), "/usr/bin"]:
         path = Path(folder) / "docker"
         if path.is_file() and os.access(path, os.X_OK):
             real = str(path.resolve())
