@@ -35,6 +35,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from db_kit.settings import workspace_root
+from db_tools.watchdog import after_exit
 
 ENGINE_PACKAGES = ("docker.io", "docker-compose")
 INSTALL_TIMEOUT = 300.0  # apt-get update + install on a fresh machine
@@ -215,17 +216,7 @@ def _watchdog(owner: int, dockerd: int) -> None:
     """Stop the dockerd we started when ``owner`` ends, however it ends; checks the pid is
     still that dockerd, so a reused pid is never signalled."""
     ours = f"grep -qa dockerd /proc/{dockerd}/cmdline 2>/dev/null"
-    script = (
-        f"while kill -0 {owner} 2>/dev/null; do {ours} || exit 0; sleep 1; done; "
-        f"{ours} && kill -TERM {dockerd}"
-    )
-    subprocess.Popen(
-        ["/bin/sh", "-c", script],
-        start_new_session=True,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    after_exit(owner, f"{ours} && kill -TERM {dockerd}", while_alive=ours)
 
 
 def ensure_engine(

@@ -45,6 +45,7 @@ from db_kit.settings import DRIVER
 from db_shared.errors import ConfigurationError
 from db_tools.embedded import SYSTEM_USER, bin_dir
 from db_tools.testing import PostgresServer, unused_port
+from db_tools.watchdog import after_exit
 
 __all__ = [
     "DEFAULT_PRIMARIES",
@@ -178,17 +179,10 @@ def _fleet_watchdog(pid: int, root: Path) -> None:
     stop = f'{pg_ctl} -D "$d" -m immediate stop'
     if _as_root():
         stop = f"su -s /bin/sh {SYSTEM_USER} -c \"{pg_ctl} -D '$d' -m immediate stop\""
-    script = (
-        f"while kill -0 {pid} 2>/dev/null; do sleep 1; done; "
+    after_exit(
+        pid,
         f"for d in '{root}'/*/pgdata; do [ -f \"$d/postmaster.pid\" ] && {stop}; done "
-        f">/dev/null 2>&1; rm -rf '{root}'"
-    )
-    subprocess.Popen(
-        ["/bin/sh", "-c", script],
-        start_new_session=True,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        f">/dev/null 2>&1; rm -rf '{root}'",
     )
 
 

@@ -34,6 +34,7 @@ from psycopg import sql
 from sqlalchemy.engine import URL, make_url
 
 from db_kit.settings import DRIVER
+from db_tools.watchdog import after_exit
 
 
 @dataclass
@@ -110,17 +111,7 @@ def _container_watchdog(pid: int, container_id: str) -> None:
     """Remove the test container when the pytest process ends, however it ends (Ryuk's job,
     when Ryuk is off)."""
     docker = shutil.which("docker") or "docker"
-    script = (
-        f"while kill -0 {pid} 2>/dev/null; do sleep 1; done; "
-        f"{docker} rm -f -v {container_id} >/dev/null 2>&1"
-    )
-    subprocess.Popen(
-        ["/bin/sh", "-c", script],
-        start_new_session=True,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    after_exit(pid, f"{docker} rm -f -v {container_id} >/dev/null 2>&1")
 
 
 @contextlib.contextmanager
@@ -174,17 +165,7 @@ def _watchdog(pid: int, pgdata: Path, pg_ctl: Path, user: str | None) -> None:
     stop = f"{pg_ctl} -D {pgdata} -m immediate stop"
     if user:
         stop = f"su -s /bin/sh {user} -c '{stop}'"
-    script = (
-        f"while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; "
-        f"rm -rf '{pgdata.parent}'"
-    )
-    subprocess.Popen(
-        ["/bin/sh", "-c", script],
-        start_new_session=True,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    after_exit(pid, f"{stop} >/dev/null 2>&1; rm -rf '{pgdata.parent}'")
 
 
 @contextlib.contextmanager
