@@ -71,6 +71,21 @@ def _port_answers(port: int) -> bool:
     return False
 
 
+def system_user() -> pwd.struct_passwd:
+    """The account servers run as under root (PostgreSQL refuses to run as root); made
+    (a system account without home or shell) the first time."""
+    try:
+        return pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+             SYSTEM_USER],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        return pwd.getpwnam(SYSTEM_USER)
+
+
 @dataclass
 class EmbeddedPostgres:
     """One PostgreSQL cluster in ``data_dir`` listening on 127.0.0.1."""
@@ -238,22 +253,7 @@ class EmbeddedPostgres:
         return os.geteuid() == 0
 
     def _ensure_system_user(self) -> pwd.struct_passwd:
-        try:
-            return pwd.getpwnam(SYSTEM_USER)
-        except KeyError:
-            subprocess.run(
-                [
-                    "useradd",
-                    "--system",
-                    "--no-create-home",
-                    "--shell",
-                    "/usr/sbin/nologin",
-                    SYSTEM_USER,
-                ],
-                check=True,
-                capture_output=True,
-            )
-            return pwd.getpwnam(SYSTEM_USER)
+        return system_user()
 
     def _grant_traversal(self, path: Path) -> None:
         # The unprivileged server user must be able to reach the binaries and the data.

