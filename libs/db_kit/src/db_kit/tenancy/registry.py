@@ -38,6 +38,7 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    Integer,
     String,
     Text,
     Uuid,
@@ -107,6 +108,10 @@ class TenantRecordMixin:
     migrated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Why its last migration failed (None: it did not).
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Placement: the server (a name of <PREFIX>SERVERS) holding its data; None: the default
+    # server. The version grows with every move, so a cached placement can be told stale.
+    server: Mapped[str | None] = mapped_column(String(63))
+    placement_version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
