@@ -51,6 +51,8 @@ class TenantRecord(Protocol):
     @property
     def location(self) -> str: ...
     @property
+    def server(self) -> str: ...
+    @property
     def revision(self) -> str | None: ...
     @property
     def last_error(self) -> str | None: ...
@@ -283,6 +285,7 @@ class TenantOut(BaseModel):
     status: str = Field(description="provisioning, active, suspended, failed...")
     region: str | None
     location: str = Field(description="Its schema (schema-per-tenant) or database name")
+    server: str = Field(description="The server holding its data ('default': the main one)")
     revision: str | None = Field(description="The migration revision its data is at")
     last_error: str | None
     created_at: datetime
@@ -320,7 +323,8 @@ class AuditOut(BaseModel):
 def _tenant_out(info: TenantRecord) -> TenantOut:
     return TenantOut(
         slug=info.slug, name=info.name, status=info.status, region=info.region,
-        location=info.location, revision=info.revision, last_error=info.last_error,
+        location=info.location, server=info.server, revision=info.revision,
+        last_error=info.last_error,
         created_at=info.created_at, updated_at=info.updated_at, domains=list(info.domains),
         plugins=[TenantPluginOut(id=p, enabled=e) for p, e in info.plugins],
     )  # fmt: skip

@@ -62,6 +62,8 @@ class TenantRow:
     status: str
     revision: str | None
     last_error: str | None
+    # Its server (None: the default one).
+    server: str | None = None
 
 
 TenantResult = TenantReport  # a schema tenant's report
@@ -113,7 +115,9 @@ class SchemaTenantMigrator:
     def tenants(self, conn: Connection) -> list[TenantRow]:
         t = self.model
         rows = conn.execute(
-            select(t.slug, t.schema_name, t.status, t.revision, t.last_error).order_by(t.slug)
+            select(t.slug, t.schema_name, t.status, t.revision, t.last_error, t.server).order_by(
+                t.server.nulls_first(), t.slug
+            )
         )
         return [TenantRow(*row) for row in rows]
 
@@ -121,7 +125,9 @@ class SchemaTenantMigrator:
         validate_tenant_slug(slug)
         t = self.model
         row = conn.execute(
-            select(t.slug, t.schema_name, t.status, t.revision, t.last_error).where(t.slug == slug)
+            select(t.slug, t.schema_name, t.status, t.revision, t.last_error, t.server).where(
+                t.slug == slug
+            )
         ).first()
         if row is None:
             raise NotFoundError("tenant", slug)

@@ -50,6 +50,7 @@ from db_shared.tenancy import validate_tenant_slug
 
 __all__ = [
     "ADMIN_TOKEN_PREFIX",
+    "DEFAULT_SERVER",
     "AuditEntry",
     "SuperAdminInfo",
     "TenantAdmin",
@@ -57,6 +58,8 @@ __all__ = [
     "hash_admin_token",
 ]
 
+# The name of the server a tenant without a placement lives on (the main URL's).
+DEFAULT_SERVER = "default"
 ADMIN_TOKEN_PREFIX = "sa_"  # noqa: S105 (a prefix that makes leaked tokens greppable)
 _DOMAIN = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(?:\.(?!-)[a-z0-9-]{1,63}(?<!-))+")
 _PLUGIN_ID = re.compile(r"[a-z][a-z0-9_.-]{0,99}")
@@ -79,6 +82,8 @@ class TenantInfo:
     region: str | None
     # Where its data lives: the schema (schema-per-tenant) or the database name.
     location: str
+    # The server that holds it (a name of <PREFIX>SERVERS; "default": the main one).
+    server: str
     revision: str | None
     last_error: str | None
     created_at: datetime
@@ -179,8 +184,8 @@ class TenantAdmin:
         t = self.Tenant
         location = t.schema_name if self.schema_mode else t.database_name
         query = select(
-            t.id, t.slug, t.name, t.status, t.region, location.label("location"), t.revision,
-            t.last_error, t.created_at, t.updated_at,
+            t.id, t.slug, t.name, t.status, t.region, location.label("location"), t.server,
+            t.revision, t.last_error, t.created_at, t.updated_at,
         ).where(t.slug == validate_tenant_slug(slug))  # fmt: skip
         if lock:
             query = query.with_for_update()
@@ -202,7 +207,8 @@ class TenantAdmin:
         ).all()
         return TenantInfo(
             slug=row.slug, name=row.name, status=row.status, region=row.region,
-            location=row.location, revision=row.revision, last_error=row.last_error,
+            location=row.location, server=row.server or DEFAULT_SERVER, revision=row.revision,
+            last_error=row.last_error,
             created_at=row.created_at, updated_at=row.updated_at, domains=tuple(domains),
             plugins=tuple((p, bool(e)) for p, e in plugins),
         )  # fmt: skip

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from db_kit.config import DatabaseConfig
 from db_kit.migrations.outcome import Outcome
+from db_kit.tenancy.admin import DEFAULT_SERVER
 from db_tools.cli.common import (
     EXIT_3,
     VERIFY_HELP,
@@ -99,9 +100,11 @@ def tenants_app(db: DatabaseConfig) -> typer.Typer:
         migrator = SchemaTenantMigrator(db)
         with migrator.connect() as conn:
             rows = migrator.tenants(conn)
-        table = Table("tenant", "schema", "status", "revision")
+        table = Table("server", "tenant", "schema", "status", "revision")
         for row in rows:
-            table.add_row(row.slug, row.schema, row.status, row.revision or "-")
+            table.add_row(
+                row.server or DEFAULT_SERVER, row.slug, row.schema, row.status, row.revision or "-"
+            )
         console.print(table)
 
     @app.command("status", epilog=EXIT_3)
@@ -113,16 +116,21 @@ def tenants_app(db: DatabaseConfig) -> typer.Typer:
         with migrator.connect() as conn:
             rows = migrator.tenants(conn)
             versions = migrator.versions(conn, [r.schema for r in rows])
-        table = Table("tenant", "schema", "current", "head", "state")
+        table = Table("server", "tenant", "schema", "current", "head", "state")
         behind = 0
         for row in rows:
             current = versions[row.schema]
             state: str = Outcome.UP_TO_DATE if current == head else Outcome.PENDING
             if row.last_error:
-                state = f"[red]failed[/]: {escape(row.last_error)}"
+                state = "[red]failed[/]"
             behind += current != head
-            table.add_row(row.slug, row.schema, current or "-", head, state)
+            table.add_row(
+                row.server or DEFAULT_SERVER, row.slug, row.schema, current or "-", head, state
+            )
         console.print(table)
+        for row in rows:  # whole, below the table: a cell would cut the reason short
+            if row.last_error:
+                console.print(f"  {row.slug}: [red]failed[/]: {escape(row.last_error)}")
         console.print(f"{len(rows)} tenant(s), {behind} not at head.")
         if behind:
             raise typer.Exit(3)

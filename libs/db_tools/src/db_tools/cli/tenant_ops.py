@@ -48,6 +48,7 @@ def _show(db: DatabaseConfig, info: TenantInfo) -> None:
     console.print(f"{db.name}: tenant [bold]{info.slug}[/] ({escape(info.name)})")
     console.print(f"  status:   {info.status}")
     console.print(f"  {where}: {' ' * (8 - len(where))}{info.location}")
+    console.print(f"  server:   {info.server}")
     console.print(f"  region:   {info.region or '-'}")
     console.print(f"  revision: {info.revision or '-'}")
     if info.last_error:
