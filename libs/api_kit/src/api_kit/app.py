@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 
@@ -14,8 +15,9 @@ from api_kit._svcs import svcs
 from api_kit.contract import BodyLimitMiddleware, install_contract, operation_id
 from api_kit.errors import install_error_handlers
 from api_kit.observability import CorrelationIdMiddleware, configure_logging, metrics
+from api_kit.positions import DbPositionMiddleware
 from api_kit.tenancy import TenantRouting
-from db_shared import DATABASE, Database, TenantHealth, Token
+from db_shared import DATABASE, Database, ReplicaHealth, TenantHealth, Token
 from db_shared.errors import ConfigurationError, DatabaseError, DatabaseUnavailableError
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,8 @@ def create_api(
     middleware = [
         Middleware(CorrelationIdMiddleware),
         Middleware(BodyLimitMiddleware, max_body_size=max_body_size),
+        # Read-your-writes: X-DB-Position in (what to see) and out (what this request wrote).
+        Middleware(DbPositionMiddleware),
     ]
     if tenancy is not None:
         middleware.append(tenancy.middleware(routers))
@@ -120,14 +124,26 @@ def create_api(
             database: Database = container.get(DATABASE)  # type: ignore[call-overload]
         try:
             if isinstance(database, TenantHealth):
-                return await _tenants_ready(database)
-            await database.ping()
+                answer = await _tenants_ready(database)
+            else:
+                await database.ping()
+                answer = JSONResponse({"status": "ok"})
         except DatabaseError as exc:
             log.warning("not ready: database %s: %s", database.name, exc)
             return _unavailable({"reason": _error_class(exc)})
-        return JSONResponse({"status": "ok"})
+        if isinstance(database, ReplicaHealth) and answer.status_code == 200:
+            return await _with_replicas(database, answer)
+        return answer
 
     return app
+
+
+class ReplicaReadiness(BaseModel):
+    """One read replica: ``ok``, ``lagging``, ``down``, ``not_a_replica`` or ``unknown``, and
+    its replay lag in ms when known."""
+
+    status: str
+    lag_ms: float | None = None
 
 
 class Readiness(BaseModel):
@@ -136,6 +152,23 @@ class Readiness(BaseModel):
     status: str
     reason: str | None = None
     tenants: dict[str, str] | None = None
+    replicas: dict[str, ReplicaReadiness] | None = None
+
+
+async def _with_replicas(database: ReplicaHealth, answer: JSONResponse) -> JSONResponse:
+    """Add each replica's state; one not ``ok`` makes the answer ``degraded`` (still 200:
+    the primary serves its reads)."""
+    states = await database.replica_health()
+    if not states:
+        return answer
+    body = json.loads(bytes(answer.body))
+    body["replicas"] = {
+        name: {"status": state, "lag_ms": None if lag is None else round(lag, 1)}
+        for name, (state, lag) in sorted(states.items())
+    }
+    if any(state != "ok" for state, _ in states.values()):
+        body["status"] = "degraded"
+    return JSONResponse(body)
 
 
 def _unavailable(body: Mapping[str, object]) -> JSONResponse:

@@ -36,7 +36,7 @@ class ContactService:
         """Messages (optionally of one status), newest first, and how many there are."""
         M = self.Message
         where = () if status is None else (M.status == status.value,)
-        async with self.db.session() as s:
+        async with self.db.read_session() as s:
             total = await s.scalar(select(func.count()).select_from(M).where(*where))
             rows = await s.scalars(
                 select(M)

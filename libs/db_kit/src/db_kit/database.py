@@ -12,16 +12,19 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from db_kit.config import DatabaseConfig
-from db_kit.engine import Engines, build_engines
+from db_kit.engine import WROTE, Engines, build_engines
 from db_kit.errors import ConstraintColumns, translate, translating
-from db_kit.settings import DatabaseSettings
+from db_kit.replicas import ReplicaSet, ReplicaState
+from db_kit.settings import DatabaseSettings, ServerSettings, same_target
 from db_kit.tenancy.lookup import RegistryLookup, served
 from db_kit.tenancy.schemas import SchemaRouter
 from db_shared.errors import DatabaseError
+from db_shared.positions import note_write, parse_lsn, required_position
+from db_shared.tenancy import current_tenant
 
 T = TypeVar("T")
 
@@ -35,6 +38,8 @@ class SQLAlchemyDatabase:
 
     # Instances that own their engines are disposed by dispose_all and reset after fork.
     _tracked = True
+    # Whether the settings' replicas (<PREFIX>SERVERS) serve this database's read sessions.
+    _uses_replicas = True
 
     def __init__(
         self,
@@ -59,6 +64,8 @@ class SQLAlchemyDatabase:
             else None
         )
         self._lookup: RegistryLookup | None = None
+        self._server: ServerSettings | bool | None = False  # False: not looked at yet
+        self._replicas: ReplicaSet | None = None
         if self._tracked:
             _live_databases.add(self)
 
@@ -81,10 +88,65 @@ class SQLAlchemyDatabase:
                     url = make_url(self._url) if isinstance(self._url, str) else self._url
                     # Schema-per-tenant: no server-side prepares (see engine.connect_args).
                     self._engines = build_engines(
-                        self.settings, url, prepare=not self.multi_tenant, name=self.name
+                        self.settings,
+                        url,
+                        prepare=not self.multi_tenant,
+                        name=self.name,
+                        track_writes=self.replica_server is not None,
                     )
                 engines = self._engines
         return engines
+
+    # replicas ------------------------------------------------------------------------
+
+    @property
+    def replica_server(self) -> ServerSettings | None:
+        """The server whose replicas serve read sessions; None without replicas.
+
+        The settings' (only) server, when it has replicas and this database runs on its
+        primary (a database given another URL, e.g. a tenant's, reads from its primary).
+        """
+        server = self._server
+        if server is False:
+            found, replicas = self.settings.replica_urls() if self._uses_replicas else (None, ())
+            if found is not None and replicas and self._url is not None:
+                from sqlalchemy.engine import make_url
+
+                url = make_url(self._url) if isinstance(self._url, str) else self._url
+                if not same_target(url, found.primary):
+                    found = None
+            server = self._server = found if replicas else None
+        assert server is not True
+        return server
+
+    @property
+    def replicas(self) -> ReplicaSet | None:
+        """The replica set, built on first use; None without replicas."""
+        replicas = self._replicas
+        if replicas is None:
+            server = self.replica_server
+            if server is None:
+                return None
+            with self._lock:
+                if self._replicas is None:
+                    self._replicas = ReplicaSet(
+                        server,
+                        self.settings,
+                        database=self.name,
+                        primary=lambda: self.engines.async_engine,
+                        prepare=not self.multi_tenant,
+                    )
+                replicas = self._replicas
+        return replicas
+
+    async def replica_states(self) -> list[ReplicaState]:
+        """Each replica's state and replay lag, sampled now."""
+        replicas = self.replicas
+        return [] if replicas is None else await replicas.states()
+
+    async def replica_health(self) -> dict[str, tuple[str, float | None]]:
+        """``db_shared.ReplicaHealth``: replica name -> (state, lag in ms)."""
+        return {s.name: (s.state, s.lag_ms) for s in await self.replica_states()}
 
     # errors --------------------------------------------------------------------------
 
@@ -154,8 +216,23 @@ class SQLAlchemyDatabase:
     # units of work -------------------------------------------------------------------
 
     def session(self) -> AbstractAsyncContextManager[AsyncSession]:
-        """Async unit of work: commit on success, rollback on error, errors translated."""
+        """Async unit of work: commit on success, rollback on error, errors translated.
+
+        With replicas, a unit of work that wrote records the primary's WAL position after
+        its commit (``db_shared.positions``), so later reads of this context see it.
+        """
         return _AsyncUnitOfWork(self)
+
+    def read_session(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """A read-only unit of work: on a replica within the lag bound that has replayed
+        what this context must see, else on the primary (see ``db_kit.replicas``)."""
+        return _ReadUnitOfWork(self)
+
+    def _schema(self) -> str | None:
+        """The current tenant's schema (schema-per-tenant), for replica engine views."""
+        if self._router is None or not self.multi_tenant:
+            return None
+        return self._router.tenancy.schema_for(current_tenant().slug)
 
     @contextmanager
     def sync_session(self) -> Iterator[Session]:
@@ -231,7 +308,10 @@ class SQLAlchemyDatabase:
             await self._lookup.aclose()
         with self._lock:
             engines, self._engines = self._engines, None
+            replicas, self._replicas = self._replicas, None
             self._forget_routes()
+        if replicas is not None:
+            await replicas.dispose()
         if engines is not None:
             await engines.async_engine.dispose()
             engines.sync_engine.dispose()
@@ -242,7 +322,10 @@ class SQLAlchemyDatabase:
             self._lookup.close()
         with self._lock:
             engines, self._engines = self._engines, None
+            replicas, self._replicas = self._replicas, None
             self._forget_routes()
+        if replicas is not None:
+            replicas.dispose_sync(close=False)
         if engines is not None:
             engines.sync_engine.dispose()
             engines.async_engine.sync_engine.dispose(close=False)
@@ -255,7 +338,10 @@ class SQLAlchemyDatabase:
         """
         self._lock = threading.Lock()
         engines, self._engines = self._engines, None
+        replicas, self._replicas = self._replicas, None
         self._forget_routes()
+        if replicas is not None:
+            replicas.dispose_sync(close=False)
         if engines is not None:
             engines.sync_engine.dispose(close=False)
             engines.async_engine.sync_engine.dispose(close=False)
@@ -298,6 +384,8 @@ class _AsyncUnitOfWork:
             try:
                 if exc is None:
                     await session.commit()
+                    if self._database._server:  # has replicas (decided with the engines)
+                        await _note_position(session)
                 else:
                     await session.rollback()
             finally:
@@ -312,6 +400,88 @@ class _AsyncUnitOfWork:
         mapped = self._database.translate(exc)
         if mapped is not None and mapped is not exc:
             raise mapped from exc
+
+
+_POSITION = text("SELECT pg_current_wal_lsn()::text")
+
+
+async def _note_position(session: AsyncSession) -> None:
+    """After a commit that wrote: where the primary's WAL is now, for read-your-writes."""
+    if session.sync_session.info.get(WROTE):
+        position = parse_lsn((await session.execute(_POSITION)).scalar_one())
+        if position is not None:
+            note_write(position)
+
+
+class _ReadUnitOfWork:
+    """``SQLAlchemyDatabase.read_session()``: a read-only transaction on a replica that may
+    serve this context, else on the primary. The connection is taken at entry, so a
+    replica that fails to connect is skipped, never an error."""
+
+    __slots__ = ("_connection", "_database", "_session")
+
+    def __init__(self, database: SQLAlchemyDatabase) -> None:
+        self._database = database
+        self._session: AsyncSession | None = None
+        self._connection: AsyncConnection | None = None
+
+    async def __aenter__(self) -> AsyncSession:
+        database = self._database
+        binds = database._current_binds()  # TenantRequiredError before any connection
+        engines = database.engines
+        connection: AsyncConnection | None = None
+        replicas = database.replicas
+        if replicas is not None:
+            connection = await replicas.connect(required_position(), database._schema())
+        if connection is None:  # the primary (a replica's transactions are read-only)
+            with translating(database.translate):
+                connection = await (binds[0] if binds else engines.async_engine).connect()
+                try:
+                    # BEGIN READ ONLY: psycopg reads it at the next BEGIN (no round trip);
+                    # the pool resets it when the connection goes back.
+                    await connection.execution_options(postgresql_readonly=True)
+                except BaseException:
+                    await connection.close()
+                    raise
+            if replicas is not None:
+                replicas.served_by_primary()
+        self._connection = connection
+        session = engines.async_sessions(bind=connection)
+        self._session = session
+        return await session.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        session, connection = self._session, self._connection
+        assert session is not None, "read unit of work exited before it was entered"
+        assert connection is not None
+        self._session = self._connection = None
+        try:
+            try:
+                try:
+                    if exc is None:
+                        await session.commit()
+                    else:
+                        await session.rollback()
+                finally:
+                    await session.__aexit__(exc_type, exc, tb)
+            finally:
+                await connection.close()
+        except Exception as failure:
+            _raise_translated(self._database, failure)
+            raise
+        if isinstance(exc, Exception):
+            _raise_translated(self._database, exc)
+
+
+def _raise_translated(database: SQLAlchemyDatabase, exc: Exception) -> None:
+    mapped = database.translate(exc)
+    if mapped is not None and mapped is not exc:
+        raise mapped from exc
 
 
 _live_databases: weakref.WeakSet[SQLAlchemyDatabase] = weakref.WeakSet()

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, TextClause, create_engine, event
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from db_kit.observability import cursor_factories, instrument
@@ -83,6 +83,35 @@ def engine_kwargs(
     return kwargs
 
 
+# ``session.info`` key set when a unit of work wrote (``WriteTrackingSession``).
+WROTE = "db_kit_wrote"
+
+
+class WriteTrackingSession(Session):
+    """A session that notes in ``info[WROTE]`` that it flushed or ran a statement other than
+    a SELECT (Core inserts/updates/deletes and text included), so a unit of work knows
+    whether to record the primary's WAL position for read-your-writes. Used only when the
+    database has replicas: the ORM-execute hook costs a few microseconds per statement."""
+
+
+@event.listens_for(WriteTrackingSession, "after_flush")
+def _flushed(session: Session, flush_context: object) -> None:
+    session.info[WROTE] = True
+
+
+_READ_TEXT = ("SELECT", "SHOW", "EXPLAIN")
+
+
+@event.listens_for(WriteTrackingSession, "do_orm_execute")
+def _executed(state: ORMExecuteState) -> None:
+    if state.is_select:
+        return
+    statement = state.statement
+    if isinstance(statement, TextClause) and statement.text.lstrip().upper().startswith(_READ_TEXT):
+        return  # text("SELECT ..."): a read (a SELECT of a function that writes is not seen)
+    state.session.info[WROTE] = True
+
+
 SCHEMA_RENDER_CACHE = 20_000
 
 
@@ -131,6 +160,7 @@ def build_engines(
     sync_settings: DatabaseSettings | None = None,
     cursors: tuple[type, type] | None = None,
     each_engine: Callable[[Engine], None] | None = None,
+    track_writes: bool = False,
 ) -> Engines:
     """Create (but do not connect) the engines of one database: the one engine factory.
 
@@ -139,6 +169,7 @@ def build_engines(
     (sync, async) replaces the cursor classes built for that label. ``sync_settings``
     sizes the sync pool apart from the async one, and ``each_engine`` is called with both
     sync engines (the tenant engine cache watches their connections this way).
+    ``track_writes`` makes async sessions ``WriteTrackingSession``s (databases with replicas).
     """
     target = url if url is not None else settings.resolved_url()
     cursor, async_cursor = cursors or cursor_factories(name or target.database or "?", settings)
@@ -157,7 +188,13 @@ def build_engines(
         url=target,
         async_engine=async_engine,
         sync_engine=sync_engine,
-        async_sessions=async_sessionmaker(async_engine, expire_on_commit=False),
+        async_sessions=(
+            async_sessionmaker(
+                async_engine, expire_on_commit=False, sync_session_class=WriteTrackingSession
+            )
+            if track_writes
+            else async_sessionmaker(async_engine, expire_on_commit=False)
+        ),
         sync_sessions=sessionmaker(sync_engine, expire_on_commit=False),
     )
 

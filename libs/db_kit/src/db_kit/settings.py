@@ -11,8 +11,11 @@ Values come from the environment, then from the workspace root's ``.env``.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -61,6 +64,116 @@ def parse_database_url(
     if production and url.password in PLACEHOLDER_PASSWORDS:
         raise problem(f"uses a placeholder password in production ({shown})")
     return url.set(drivername=DRIVER)
+
+
+# Server names: identifiers, as they label metrics, health answers and (later) placement.
+_SERVER_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+DEFAULT_MAX_LAG_MS = 1000
+DEFAULT_SERVER = "main"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """One PostgreSQL server of a fleet: its primary (a libpq multi-host URL with
+    ``target_session_attrs=read-write`` is fine), its streaming replicas, and how far
+    behind (in ms) a replica may be to serve read sessions."""
+
+    name: str
+    primary: URL
+    replicas: tuple[URL, ...] = ()
+    max_lag_ms: int = DEFAULT_MAX_LAG_MS
+
+    def replica_names(self) -> tuple[str, ...]:
+        """``<server>_replica_<n>`` (from 1): what health and metrics call each replica; a
+        name shows no host."""
+        return tuple(f"{self.name}_replica_{i}" for i in range(1, len(self.replicas) + 1))
+
+
+def parse_servers(
+    value: str | Mapping[str, Any],
+    *,
+    variable: str,
+    production: bool,
+) -> dict[str, ServerSettings]:
+    """``<PREFIX>SERVERS``: a JSON object, server name -> ``{"primary": URL, "replicas":
+    [URL, ...], "max_lag_ms": int}``; ``ConfigurationError`` naming ``variable`` and the
+    server, never a password. ``primary`` may be left out (the main URL is used)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ConfigurationError(
+                f"{variable} is not valid JSON ({exc.msg} at character {exc.pos}); expected "
+                '{"main": {"primary": "postgresql://...", "replicas": ["postgresql://..."], '
+                '"max_lag_ms": 1000}}.'
+            ) from None
+    if not isinstance(value, Mapping) or not value:
+        raise ConfigurationError(
+            f"{variable} must be a JSON object mapping server names to "
+            '{"primary": ..., "replicas": [...], "max_lag_ms": ...}.'
+        )
+    servers: dict[str, ServerSettings] = {}
+    for name, spec in value.items():
+        if not isinstance(name, str) or _SERVER_NAME.fullmatch(name) is None:
+            shown = repr(name)[:50]
+            raise ConfigurationError(
+                f"{variable}: server name {shown} is not an identifier (a lower-case letter, "
+                "then lower-case letters, digits or _; at most 40)."
+            )
+        if not isinstance(spec, Mapping):
+            raise ConfigurationError(
+                f"{variable}: server {name!r} must be an object with primary, replicas, "
+                f"max_lag_ms; got {type(spec).__name__}."
+            )
+        unknown = sorted(set(spec) - {"primary", "replicas", "max_lag_ms"})
+        if unknown:
+            raise ConfigurationError(
+                f"{variable}: server {name!r} has unknown keys {unknown} "
+                "(expected primary, replicas, max_lag_ms)."
+            )
+
+        def url(raw: object, what: str, server: str = name) -> URL:
+            if not isinstance(raw, str) or not raw.strip():
+                raise ConfigurationError(
+                    f"{variable}: server {server!r}: {what} must be a database URL string."
+                )
+
+            def problem(text: str) -> ConfigurationError:
+                return ConfigurationError(f"{variable}: server {server!r}: {what} {text}.")
+
+            return parse_database_url(raw, problem=problem, production=production)
+
+        primary = spec.get("primary")
+        raw_replicas = spec.get("replicas", [])
+        if not isinstance(raw_replicas, list):
+            raise ConfigurationError(
+                f"{variable}: server {name!r}: replicas must be a list of URLs."
+            )
+        max_lag = spec.get("max_lag_ms", DEFAULT_MAX_LAG_MS)
+        if (
+            isinstance(max_lag, bool)
+            or not isinstance(max_lag, int)
+            or not 0 < max_lag <= 3_600_000
+        ):
+            raise ConfigurationError(
+                f"{variable}: server {name!r}: max_lag_ms must be an integer from 1 to 3600000."
+            )
+        servers[name] = ServerSettings(
+            name=name,
+            # Filled with the main URL by DatabaseSettings.fleet() when left out.
+            primary=url(primary, "the primary URL") if primary is not None else _NO_URL,
+            replicas=tuple(url(r, f"replica {i}") for i, r in enumerate(raw_replicas, start=1)),
+            max_lag_ms=max_lag,
+        )
+    return servers
+
+
+_NO_URL = URL.create(DRIVER)
+
+
+def same_target(a: URL, b: URL) -> bool:
+    """Whether two URLs name the same server(s), database and user (password aside)."""
+    return a.set(password=None) == b.set(password=None)
 
 
 class Environment(StrEnum):
@@ -161,6 +274,9 @@ class DatabaseSettings(BaseSettings):
     # registry database's own URL. Set it to a direct server URL behind PgBouncer in
     # transaction mode, which cannot LISTEN.
     registry_listen_url: str | None = Field(default=None, repr=False)
+    # The fleet (<PREFIX>SERVERS, JSON): server name -> primary URL, replica URLs, replica
+    # lag bound in ms. Unset: one server, the main URL, no replicas. See ``fleet()``.
+    servers: str | None = Field(default=None, repr=False)
 
     @field_validator("registry_listen_url", mode="before")
     @classmethod
@@ -195,7 +311,57 @@ class DatabaseSettings(BaseSettings):
                 f"Invalid {cls.__name__} ({problems}). Read from the environment and {env_file}."
             ) from None
         settings.validated_url()  # fail at load time, not at first query
+        settings.fleet()
         return settings
+
+    @property
+    def servers_variable(self) -> str:
+        return f"{self.model_config.get('env_prefix', '')}SERVERS".upper()
+
+    def fleet(self) -> dict[str, ServerSettings]:
+        """The servers of this database: ``<PREFIX>SERVERS``, or one server (``main``) on
+        the main URL with no replicas when unset.
+
+        Tenant placement across several servers is not there yet: more than one server is
+        refused. The server's primary must name what the main URL names (password aside);
+        left out, it is the main URL; with the main URL unset, the primary is the main URL.
+        """
+        variable = self.servers_variable
+        if not self.servers or not self.servers.strip():
+            url = self.validated_url()
+            return {} if url is None else {DEFAULT_SERVER: ServerSettings(DEFAULT_SERVER, url)}
+        servers = parse_servers(self.servers, variable=variable, production=self.is_production)
+        if len(servers) > 1:
+            raise ConfigurationError(
+                f"{variable} lists {len(servers)} servers ({', '.join(servers)}), but placing "
+                "tenants across several servers is not available yet: list one server, the "
+                f"one {self.url_variable} names, with its replicas."
+            )
+        ((name, server),) = servers.items()
+        main = self.validated_url() if self.url and self.url.strip() else None
+        if server.primary is _NO_URL:
+            if main is None:
+                raise ConfigurationError(
+                    f"{variable}: server {name!r} has no primary URL and {self.url_variable} "
+                    "is not set: set one of them."
+                )
+            server = ServerSettings(name, main, server.replicas, server.max_lag_ms)
+        elif main is not None and not same_target(main, server.primary):
+            raise ConfigurationError(
+                f"{variable}: the primary of server {name!r} "
+                f"({server.primary.render_as_string(hide_password=True)}) is not what "
+                f"{self.url_variable} names ({main.render_as_string(hide_password=True)}); "
+                "with one server they must be the same (or leave primary out)."
+            )
+        return {name: server}
+
+    def replica_urls(self) -> tuple[ServerSettings | None, tuple[URL, ...]]:
+        """The (only) server and its replica URLs; ``(None, ())`` without a fleet."""
+        fleet = self.fleet()
+        if not fleet:
+            return None, ()
+        server = next(iter(fleet.values()))
+        return server, server.replicas
 
     @classmethod
     def _variable_of(cls, loc: tuple[int | str, ...]) -> str:
@@ -245,6 +411,14 @@ class DatabaseSettings(BaseSettings):
                 f"e.g. {example}"
             )
 
+        if (self.url is None or not self.url.strip()) and self.servers and self.servers.strip():
+            # The main URL may come from the (only) server's primary.
+            servers = parse_servers(
+                self.servers, variable=self.servers_variable, production=self.is_production
+            )
+            primaries = [s.primary for s in servers.values() if s.primary is not _NO_URL]
+            if len(servers) == 1 and primaries:
+                return primaries[0]
         if self.url is None or not self.url.strip():
             if self.is_development:
                 return None

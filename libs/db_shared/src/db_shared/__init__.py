@@ -19,7 +19,13 @@ from db_shared.errors import (
     SerializationFailureError,
     UnboundTokenError,
 )
-from db_shared.protocols import Database, TenantDirectory, TenantDomains, TenantHealth
+from db_shared.protocols import (
+    Database,
+    ReplicaHealth,
+    TenantDirectory,
+    TenantDomains,
+    TenantHealth,
+)
 from db_shared.tenancy import (
     InvalidTenantError,
     Tenant,
@@ -61,6 +67,7 @@ __all__ = [
     "InvalidTenantError",
     "NotFoundError",
     "NotNullViolationError",
+    "ReplicaHealth",
     "RetryableError",
     "SerializationFailureError",
     "Tenant",

@@ -27,6 +27,16 @@ class Database(Protocol):
         """
         ...
 
+    def read_session(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """A read-only unit of work that may run on a replica.
+
+        It sees every write this request (or job) made, and every write whose position the
+        client handed in (``db_shared.positions``); otherwise it may be stale by at most the
+        server's replica lag bound. Without replicas it runs on the primary. Writing in it
+        fails (PostgreSQL refuses writes in a read-only transaction).
+        """
+        ...
+
     def sync_session(self) -> AbstractContextManager[Session]:
         """The same unit of work for scripts, seeds and the CLI."""
         ...
@@ -76,4 +86,14 @@ class TenantHealth(Protocol):
 
     async def ping_tenants(self, timeout: float | None = None) -> dict[str, str | None]:
         """Each tenant's slug -> None when its database answered, else the reason."""
+        ...
+
+
+@runtime_checkable
+class ReplicaHealth(Protocol):
+    """A database with read replicas that can report on each (``/health/ready``)."""
+
+    async def replica_health(self) -> dict[str, tuple[str, float | None]]:
+        """Each replica's name (never a host) -> (state, replay lag in ms or None); state is
+        ``ok``, ``lagging``, ``down``, ``not_a_replica`` or ``unknown``."""
         ...

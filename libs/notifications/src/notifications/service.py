@@ -99,7 +99,7 @@ class NotificationService:
             .limit(limit)
             .offset(offset)
         )
-        async with self.db.session() as s:
+        async with self.db.read_session() as s:
             total = await s.scalar(select(func.count()).select_from(UN).where(*mine))
             rows = (await s.execute(page)).all()
         return Unread([Delivered(*row) for row in rows], total or 0)

@@ -137,7 +137,7 @@ class PaymentService:
     async def catalogue(self) -> list[Catalogue]:
         """Active products (by id) with their active prices (by id)."""
         P, Pr = self.Product, self.Price
-        async with self.db.session() as s:
+        async with self.db.read_session() as s:
             products = list(await s.scalars(select(P).where(P.is_active).order_by(P.id)))
             prices = await s.scalars(
                 select(Pr)

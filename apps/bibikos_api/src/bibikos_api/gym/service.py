@@ -133,7 +133,7 @@ class GymService:
         query = select(GymMember, AuthUser.email).join(AuthUser, AuthUser.id == GymMember.user_id)
         if membership_type is not None:
             query = query.where(GymMember.membership_type == membership_type.value)
-        async with self.db.session() as s:
+        async with self.db.read_session() as s:
             total = await s.scalar(select(func.count()).select_from(query.subquery()))
             rows = await s.execute(query.order_by(GymMember.id).limit(limit).offset(offset))
             items = [_member_out(member, email) for member, email in rows]
@@ -168,7 +168,7 @@ class GymService:
         if end is not None:
             query = query.where(GymClass.starts_at < end)
         query = query.order_by(GymClass.starts_at, GymClass.id).limit(limit)
-        async with self.db.session() as s:
+        async with self.db.read_session() as s:
             rows = await s.execute(query)
             return [_class_out(gym_class, booked) for gym_class, booked in rows]
 

@@ -62,6 +62,8 @@ class _TenantUnitOfWork(SQLAlchemyDatabase):
     """
 
     _tracked = False
+    # Tenant databases read from their primary: replicas are not routed per tenant yet.
+    _uses_replicas = False
 
     def __init__(
         self,
@@ -333,6 +335,18 @@ class TenantRoutedDatabase:
         async with (
             self.cache.lease(tenant) as engines,
             self._unit(tenant, engines).session() as session,
+        ):
+            yield session
+
+    @asynccontextmanager
+    async def read_session(self) -> AsyncIterator[AsyncSession]:
+        """A read-only unit of work on the current tenant's database, on its primary: tenant
+        databases are not routed to replicas yet (a replica of the control server would
+        hold them; that comes with tenant placement)."""
+        tenant = current_tenant()
+        async with (
+            self.cache.lease(tenant) as engines,
+            self._unit(tenant, engines).read_session() as session,
         ):
             yield session
 
