@@ -26,17 +26,19 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
 from db_kit.engine import Engines, build_engines
 from db_kit.observability import cursor_factories
+from db_kit.replicas import ReplicaSet
 from db_kit.settings import DatabaseSettings
 from db_kit.tenancy.url_resolvers import (
     StaticTenantUrlResolver,
@@ -50,6 +52,10 @@ from db_shared.tenancy import (
 )
 
 T = TypeVar("T")
+
+# Builds a tenant's replica set (None: its database has no replicas): the tenant's URL, the
+# settings sizing each replica's pool, and the tenant's primary async engine (sampled).
+ReplicaFactory = Callable[[URL, DatabaseSettings, Callable[[], AsyncEngine]], ReplicaSet | None]
 
 
 # errors -------------------------------------------------------------------------------
@@ -77,6 +83,8 @@ class _Entry:
     disposing: bool = False
     # The event loop of the latest async use: async connections are closed on it.
     loop: asyncio.AbstractEventLoop | None = None
+    # The tenant database's read replicas (same slot, counted in its connections).
+    replicas: ReplicaSet | None = None
 
 
 class _Waiter:
@@ -148,6 +156,11 @@ class EngineCache:
     connections and its sync pool ``sync_connections``; a slot is free again only after
     its engines are disposed, so ``max_engines * per_tenant_connections <= budget`` bounds
     the server connections of all tenant engines together.
+
+    With ``replicas`` (replica engines per tenant) and ``replica_set`` (builds a tenant's
+    ``ReplicaSet``, or None when its database has no replicas), a slot's async connections
+    are split between the tenant's primary pool and one pool per replica, so replica
+    engines live and die with the tenant's slot and stay inside the same budget.
     """
 
     def __init__(
@@ -161,27 +174,41 @@ class EngineCache:
         wait_timeout: float | None = None,
         eviction_grace: float = 0.05,
         name: str = "tenant",
+        replicas: int = 0,
+        replica_set: ReplicaFactory | None = None,
     ) -> None:
         if max_engines < 1 or sync_connections < 1:
             raise ConfigurationError(
                 "An engine cache needs max_engines >= 1 and sync_connections >= 1."
             )
+        replicas = replicas if replica_set is not None else 0
         per_slot = connection_budget // max_engines
-        if per_slot < sync_connections + 1:
+        least = sync_connections + 1 + replicas
+        if per_slot < least:
             raise ConfigurationError(
                 f"A connection budget of {connection_budget} cannot give each of {max_engines} "
-                f"tenant engines {sync_connections + 1} connections ({sync_connections} sync, "
-                f"at least 1 async); raise it to {max_engines * (sync_connections + 1)} or "
-                "lower the engine count."
+                f"tenant engines {least} connections ({sync_connections} sync, at least 1 "
+                f"async{f' and 1 per replica ({replicas})' if replicas else ''}); raise it to "
+                f"{max_engines * least} or lower the engine count."
             )
-        async_max = min(settings.pool_size + settings.max_overflow, per_slot - sync_connections)
+        # Each replica's pool gets an equal share of the async connections, at most the
+        # primary's pool size; the primary's async pool keeps the rest.
+        async_share = per_slot - sync_connections
+        replica_max = min(settings.pool_size + settings.max_overflow, async_share // (replicas + 1))
+        async_max = min(
+            settings.pool_size + settings.max_overflow, async_share - replicas * replica_max
+        )
         async_pool = min(settings.pool_size, async_max)
         self.resolver = resolver
         self.name = name  # the database lib's name: labels the engines' metrics
         self._cursors = cursor_factories(name, settings)
         self.max_engines = max_engines
         self.connection_budget = connection_budget
-        self.per_tenant_connections = async_max + sync_connections
+        self.per_tenant_connections = async_max + sync_connections + replicas * replica_max
+        self._replica_set = replica_set
+        self._replica_settings = settings.model_copy(
+            update={"pool_size": max(replica_max, 1), "max_overflow": 0}
+        )
         self.wait_timeout = settings.pool_timeout if wait_timeout is None else wait_timeout
         self.eviction_grace = eviction_grace
         self._async_settings = settings.model_copy(
@@ -224,6 +251,8 @@ class EngineCache:
         for entry in [*self._live.values(), *self._draining]:
             entry.engines.sync_engine.dispose(close=False)
             entry.engines.async_engine.sync_engine.dispose(close=False)
+            if entry.replicas is not None:
+                entry.replicas.dispose_sync(close=False)
         self._live.clear()
         self._draining.clear()
         self._waiters.clear()
@@ -262,6 +291,18 @@ class EngineCache:
         entry = await self._acquire(as_tenant(tenant).slug)
         try:
             yield entry.engines
+        finally:
+            if self._release(entry):
+                await self._dispose_shielded(entry)
+
+    @asynccontextmanager
+    async def lease_with_replicas(
+        self, tenant: TenantLike
+    ) -> AsyncIterator[tuple[Engines, ReplicaSet | None]]:
+        """``lease``, with the tenant database's replica set (None: it has no replicas)."""
+        entry = await self._acquire(as_tenant(tenant).slug)
+        try:
+            yield entry.engines, entry.replicas
         finally:
             if self._release(entry):
                 await self._dispose_shielded(entry)
@@ -347,7 +388,7 @@ class EngineCache:
             entry = self._live.get(slug)
             if entry is None and len(self._live) + len(self._draining) < self.max_engines:
                 # Built under the lock, after the re-check: one set of engines per tenant.
-                entry = _Entry(slug, self._build(url))
+                entry = self._build(slug, url)
                 self._live[slug] = entry
                 self._counters.created += 1
                 self._wake_all()  # others waiting for this tenant can use it now
@@ -371,14 +412,28 @@ class EngineCache:
             retry_at = since + self.eviction_grace if slug not in overdue else math.inf
             return _Claim(waiter=waiter, retry_at=retry_at)
 
-    def _build(self, url: URL) -> Engines:
-        return build_engines(
+    def _build(self, slug: str, url: URL) -> _Entry:
+        replicas: ReplicaSet | None = None
+        engines: Engines | None = None
+        if self._replica_set is not None:
+            replicas = self._replica_set(url, self._replica_settings, lambda: primary())
+            if replicas is not None:
+                for replica in replicas.replicas:
+                    self._watch_closes(replica.engine.sync_engine)
+        engines = build_engines(
             self._async_settings,
             url,
             sync_settings=self._sync_settings,
             cursors=self._cursors,
             each_engine=self._watch_closes,
+            track_writes=replicas is not None,  # read-your-writes positions
         )
+
+        def primary() -> AsyncEngine:
+            assert engines is not None
+            return engines.async_engine
+
+        return _Entry(slug, engines, replicas=replicas)
 
     # closed connections ------------------------------------------------------------------
 
@@ -479,6 +534,8 @@ class EngineCache:
     async def _dispose_async(self, entry: _Entry) -> None:
         try:
             await entry.engines.async_engine.dispose()
+            if entry.replicas is not None:
+                await entry.replicas.dispose()
             entry.engines.sync_engine.dispose()
             # Inline, not in a worker thread: threads may all be busy waiting for this slot.
             self._drain_closed()
@@ -494,8 +551,14 @@ class EngineCache:
             self._freed(entry)
 
     def _close_async_pool(self, entry: _Entry) -> None:
-        """Close the idle async connections of ``entry`` from sync code."""
-        engine = entry.engines.async_engine
+        """Close the idle async connections of ``entry`` (its replicas' too) from sync code."""
+        self._close_async_engine(entry, entry.engines.async_engine)
+        if entry.replicas is not None:
+            for replica in entry.replicas.replicas:
+                replica.binds.clear()
+                self._close_async_engine(entry, replica.engine)
+
+    def _close_async_engine(self, entry: _Entry, engine: AsyncEngine) -> None:
         pool = engine.sync_engine.pool
         if isinstance(pool, QueuePool) and pool.checkedin() == 0:
             engine.sync_engine.dispose(close=False)  # nothing open (checked-out: none left)

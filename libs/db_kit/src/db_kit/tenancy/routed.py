@@ -7,21 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import TypeVar
 
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from db_kit.config import DatabaseConfig
 from db_kit.database import SQLAlchemyDatabase, track
 from db_kit.engine import Engines
 from db_kit.errors import ConstraintColumns
-from db_kit.settings import DatabaseSettings
+from db_kit.replicas import ReplicaSet
+from db_kit.settings import DatabaseSettings, ServerSettings
 from db_kit.tenancy.engine_cache import EngineCache, TenantDatabaseUnavailableError
 from db_kit.tenancy.lookup import RegistryLookup
 from db_kit.tenancy.registry import TenantStatus
@@ -54,6 +56,15 @@ CONTROL_MAX_OVERFLOW = 2
 # the Database of the current tenant -----------------------------------------------------
 
 
+def _same_server(a: URL, b: URL) -> bool:
+    """Whether two URLs name the same server (host and port; libpq multi-host lists too)."""
+
+    def where(url: URL) -> tuple[object, ...]:
+        return (url.host, url.port or 5432, url.query.get("host"), url.query.get("port"))
+
+    return where(a) == where(b)
+
+
 class _TenantUnitOfWork(SQLAlchemyDatabase):
     """``SQLAlchemyDatabase``'s units of work and error translation on one tenant's engines.
 
@@ -62,7 +73,7 @@ class _TenantUnitOfWork(SQLAlchemyDatabase):
     """
 
     _tracked = False
-    # Tenant databases read from their primary: replicas are not routed per tenant yet.
+    # Not from the settings: the engine cache gives the tenant database's replica set.
     _uses_replicas = False
 
     def __init__(
@@ -72,11 +83,15 @@ class _TenantUnitOfWork(SQLAlchemyDatabase):
         engines: Engines,
         columns: ConstraintColumns,
         tenant: str,
+        replicas: ReplicaSet | None = None,
     ) -> None:
         super().__init__(config, settings=settings, url=engines.url, multi_tenant=False)
         self._engines = engines
         self._columns = columns
         self.tenant = tenant
+        # With replicas: reads may go to them, writes record the WAL position.
+        self._replicas = replicas
+        self._server = replicas.server if replicas is not None else None
 
     def translate(self, exc: BaseException) -> DatabaseError | None:
         if isinstance(exc, DatabaseError):
@@ -274,6 +289,31 @@ class TenantRoutedDatabase:
             return resolver.resolvers
         return (resolver,)
 
+    def _replica_server(self) -> ServerSettings | None:
+        """The settings' server, when it has replicas (``<PREFIX>SERVERS``)."""
+        server, replicas = self.settings.replica_urls()
+        return server if replicas else None
+
+    def _tenant_replicas(
+        self, url: URL, settings: DatabaseSettings, primary: Callable[[], AsyncEngine]
+    ) -> ReplicaSet | None:
+        """The replica set of a tenant database on the server with replicas, else None.
+
+        A physical replica holds every database of its primary: each replica URL is used
+        with the tenant's database name and credentials.
+        """
+        server = self._replica_server()
+        if server is None or not _same_server(url, server.primary):
+            return None
+        tenant_server = dataclasses.replace(
+            server,
+            replicas=tuple(
+                replica.set(database=url.database, username=url.username, password=url.password)
+                for replica in server.replicas
+            ),
+        )
+        return ReplicaSet(tenant_server, settings, database=self.name, primary=primary)
+
     def _build_cache(self) -> EngineCache:
         settings = self.settings
         per_tenant = settings if isinstance(settings, TenantDatabaseSettings) else None
@@ -296,8 +336,15 @@ class TenantRoutedDatabase:
         budget = self._connection_budget or (
             per_tenant.tenant_connection_budget if per_tenant else max_engines * 5
         )
+        server = self._replica_server()
         return EngineCache(
-            resolver, settings, max_engines=max_engines, connection_budget=budget, name=self.name
+            resolver,
+            settings,
+            max_engines=max_engines,
+            connection_budget=budget,
+            name=self.name,
+            replicas=len(server.replicas) if server is not None else 0,
+            replica_set=self._tenant_replicas if server is not None else None,
         )
 
     # tenant directory (db_shared.TenantDirectory) ---------------------------------------
@@ -322,31 +369,41 @@ class TenantRoutedDatabase:
         lookup = self.registry_lookup
         return None if lookup is None else await lookup.tenant_for_host(host)
 
-    def _unit(self, tenant: Tenant, engines: Engines) -> _TenantUnitOfWork:
+    def _unit(
+        self, tenant: Tenant, engines: Engines, replicas: ReplicaSet | None = None
+    ) -> _TenantUnitOfWork:
         if self._columns is None:
             self._columns = ConstraintColumns(self.config.metadata)
-        return _TenantUnitOfWork(self.config, self.settings, engines, self._columns, tenant.slug)
+        return _TenantUnitOfWork(
+            self.config, self.settings, engines, self._columns, tenant.slug, replicas
+        )
 
     # units of work -------------------------------------------------------------------
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work on the current tenant's database; on a server with replicas, one
+        that wrote records the WAL position for read-your-writes (``db_shared.positions``)."""
         tenant = current_tenant()
         async with (
-            self.cache.lease(tenant) as engines,
-            self._unit(tenant, engines).session() as session,
+            self.cache.lease_with_replicas(tenant) as (engines, replicas),
+            self._unit(tenant, engines, replicas).session() as session,
         ):
             yield session
 
     @asynccontextmanager
     async def read_session(self) -> AsyncIterator[AsyncSession]:
-        """A read-only unit of work on the current tenant's database, on its primary: tenant
-        databases are not routed to replicas yet (a replica of the control server would
-        hold them; that comes with tenant placement)."""
+        """A read-only unit of work on the current tenant's database.
+
+        When the tenant's database is on the server with replicas (``<PREFIX>SERVERS``: a
+        registry tenant's on the control server, a static-map tenant's URL on the same
+        host and port as its primary), it runs on a replica within the lag bound that has
+        replayed what this context must see, with the tenant's database name and
+        credentials; else (or a replica down or behind) on the tenant's primary."""
         tenant = current_tenant()
         async with (
-            self.cache.lease(tenant) as engines,
-            self._unit(tenant, engines).read_session() as session,
+            self.cache.lease_with_replicas(tenant) as (engines, replicas),
+            self._unit(tenant, engines, replicas).read_session() as session,
         ):
             yield session
 
