@@ -275,3 +275,28 @@ def test_a_wrong_password_does_not_rehash(api: Api) -> None:
     assert api.sql("SELECT password_hash FROM auth_users WHERE email = :e", e=email)[0][0] == (
         old_hash
     )
+
+
+def test_dead_counters_are_swept_by_later_attempts(api: Api) -> None:
+    """A flood of made-up e-mails cannot grow the counters table without bound: each attempt
+    deletes a bounded batch of counters whose window has ended, and live ones stay."""
+    table = "auth_login_failures"
+    api.sql(
+        f"INSERT INTO {table} (kind, key, window_started_at, failures) "
+        "SELECT 'account', 'dead' || g || '@example.com', now() - interval '2 days', 1 "
+        "FROM generate_series(1, 40) g"
+    )
+    live = _email()
+    assert _login(api.client, live, "wrong password").status_code == 401
+
+    def dead() -> int:
+        rows = api.sql(f"SELECT count(*) FROM {table} WHERE key LIKE 'dead%'")
+        return int(rows[0][0])
+
+    assert dead() == 40 - 16  # one attempt: one batch
+    for _ in range(2):
+        assert _login(api.client, _email(), "wrong password").status_code == 401
+    assert dead() == 0
+    # The live counter is untouched: it still counts toward its account's limit.
+    rows = api.sql(f"SELECT failures FROM {table} WHERE kind = 'account' AND key = :k", k=live)
+    assert rows == [(1,)]

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import case, delete, func, literal, update
+from sqlalchemy import case, delete, func, literal, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,6 +34,8 @@ from db_shared.errors import RateLimitedError
 
 ACCOUNT = "account"
 ADDRESS = "address"
+# Dead counters each login attempt deletes (see LoginThrottle._sweep).
+SWEEP_BATCH = 16
 
 
 class LoginThrottleSettings(BaseSettings):
@@ -86,6 +88,8 @@ class LoginThrottle:
         """
         slots = [await self._take(s, kind, key, limit) for kind, key, limit in
                  self._counters(email, address)]  # fmt: skip
+        if slots:
+            await self._sweep(s)
         exceeded = [slot for slot in slots if slot.exceeded]
         if not exceeded:
             return None
@@ -113,6 +117,25 @@ class LoginThrottle:
         failures, started, now = (await s.execute(stmt)).one()
         return Slot(kind, failures, limit, self._seconds_left(started, now))
 
+    async def _sweep(self, s: AsyncSession) -> None:
+        """Delete up to ``SWEEP_BATCH`` counters whose window has ended.
+
+        Every attempt adds at most two rows and removes up to ``SWEEP_BATCH`` dead ones, so
+        the table holds the live windows and little more, even when a flood of made-up
+        e-mails writes a new row each time; no purge job is needed. The index on
+        ``window_started_at`` finds them; rows another login holds are skipped, never
+        waited for.
+        """
+        M = self.model
+        dead = (
+            select(M.kind, M.key)
+            .where(M.window_started_at <= func.now() - literal(self.window))
+            .order_by(M.window_started_at)
+            .limit(SWEEP_BATCH)
+            .with_for_update(skip_locked=True)
+        )
+        await s.execute(delete(M).where(tuple_(M.kind, M.key).in_(dead)))
+
     def _seconds_left(self, started: datetime, now: datetime) -> int:
         return max(1, math.ceil((started + self.window - now).total_seconds()))
 
@@ -128,7 +151,8 @@ class LoginThrottle:
             )
 
     async def purge(self, s: AsyncSession) -> int:
-        """Delete counters whose window has ended (for a periodic job); returns how many."""
+        """Delete every counter whose window has ended; returns how many. Logins sweep a few
+        each time already (``_sweep``): this is for a maintenance script."""
         M = self.model
         result: Any = await s.execute(
             delete(M).where(M.window_started_at <= func.now() - literal(self.window))
