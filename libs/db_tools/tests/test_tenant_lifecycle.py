@@ -264,3 +264,25 @@ def test_bad_input_is_refused_with_the_fix_and_changes_nothing(mode: Mode) -> No
 
     actions = [e.action for e in reversed(mode.admin().audit(limit=50))]
     assert actions == ["create", "create", "domain_add"]
+
+
+def test_an_app_engine_is_borrowed_and_left_as_it_was(mode: Mode) -> None:
+    """The admin API passes the app's pooled engine: operations run on its connections with
+    the lock timeout set, and every connection goes back with the server defaults."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(mode.main, pool_size=1, max_overflow=0)
+    try:
+        admin = TenantAdmin(mode.config, actor="test", engine=engine)
+        tenant = slug("p")
+        track(mode, tenant)
+        admin.create(tenant)
+        assert admin.suspend(tenant).status == "suspended"
+        with admin.connect() as conn:
+            assert conn.execute(text("SHOW lock_timeout")).scalar() == "2s"
+        with engine.connect() as conn:  # the same pooled connection, given back
+            assert conn.execute(text("SHOW lock_timeout")).scalar() == "0"
+            assert conn.execute(text("SHOW statement_timeout")).scalar() == "0"
+        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        engine.dispose()

@@ -77,7 +77,7 @@ def create_app(
 
         def tenant_admin(actor: str) -> TenantAdministration:
             # The registry lives in the control database (schema control).
-            return TenantAdmin(bibikos_db.CONFIG, actor=actor, url=control.engines.url)
+            return TenantAdmin(bibikos_db.CONFIG, actor=actor, engine=control.engines.sync_engine)
 
         routers.append(admin_router(tenant_admin))
     return create_api(

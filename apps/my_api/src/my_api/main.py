@@ -56,7 +56,7 @@ def create_app(
 
         def tenant_admin(actor: str) -> TenantAdministration:
             # The registry lives in the database the app serves (schema core).
-            return TenantAdmin(db.config, actor=actor, url=db.engines.url)
+            return TenantAdmin(db.config, actor=actor, engine=db.engines.sync_engine)
 
         routers.append(admin_router(tenant_admin))
     return create_api(

@@ -1,6 +1,6 @@
 """The super-admin HTTP API: tenant lifecycle, plugins, domains, admins and the audit.
 
-``admin_router(lambda actor: TenantAdmin(config, actor=actor, url=...))`` gives an app the
+``admin_router(lambda actor: TenantAdmin(config, actor=actor, engine=...))`` gives an app the
 ``/admin`` routes over its tenant registry. They run without a tenant (``tenant_exempt``)
 and only for ``Authorization: Bearer sa_...``, a super-admin token (``db NAME admins add``
 or ``TenantAdmin.add_super_admin``); anything else is 401 with ``WWW-Authenticate: Bearer``.
@@ -125,7 +125,7 @@ class TenantAdministration(Protocol):
 
 
 # The service acting as ``actor`` (the audit's "who"): e.g.
-# ``lambda actor: TenantAdmin(core_db.CONFIG, actor=actor, url=database.engines.url)``.
+# ``lambda actor: TenantAdmin(core_db.CONFIG, actor=actor, engine=db.engines.sync_engine)``.
 AdminFactory = Callable[[str], TenantAdministration]
 
 # --- validated inputs: every value that reaches SQL is bounded and NUL-free -----------------

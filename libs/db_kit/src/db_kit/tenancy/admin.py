@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, insert, select, text, update
+from sqlalchemy import Connection, Engine, Table, delete, insert, select, text, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 
 from db_kit.config import DatabaseConfig
-from db_kit.errors import sqlstate
+from db_kit.errors import sqlstate, translating
 from db_kit.sql import quote_identifier
 from db_kit.tenancy.registry import (
     PluginMixin,
@@ -135,7 +135,17 @@ def normalise_domain(value: str) -> str:
 class TenantAdmin:
     """Lifecycle operations on one library's tenant registry, each audited as ``actor``."""
 
-    def __init__(self, db: DatabaseConfig, *, actor: str, url: URL | None = None) -> None:
+    def __init__(
+        self,
+        db: DatabaseConfig,
+        *,
+        actor: str,
+        url: URL | None = None,
+        engine: Engine | None = None,
+    ) -> None:
+        """``engine``: a pooled sync engine of the registry's database to borrow connections
+        from (an app passes its own, so a request opens no engine); without it each
+        operation opens one pool-less connection to ``url`` (the CLI)."""
         registry = db.registry
         if registry is None:
             raise ConfigurationError(
@@ -146,7 +156,8 @@ class TenantAdmin:
         self.db = db
         self.registry = registry
         self.actor = actor.strip()[:320]
-        self.url = url
+        self.url = url if url is not None or engine is None else engine.url
+        self.engine = engine
         self.schema_mode = db.tenancy is not None
         self.Tenant: Any = db.registry_model
         self.Domain: Any = _mapped(registry, TenantDomainMixin)
@@ -159,9 +170,9 @@ class TenantAdmin:
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
-        from db_kit.migrations.migrator import Migrator
-
-        with Migrator(self.registry, self.url).connect() as conn:
+        """A registry connection with the migration lock and statement timeouts set, so a
+        locked tenant row fails fast instead of hanging a request."""
+        with self._connection() as conn:
             tenants: Table = self.Tenant.__table__
             ready = conn.dialect.has_table(conn, tenants.name, schema=tenants.schema)
             conn.rollback()  # end the catalog query's implicit transaction
@@ -172,6 +183,38 @@ class TenantAdmin:
                     f"`db {self.db.name} registry deploy`."
                 )
             yield conn
+
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        from db_kit.migrations.migrator import Migrator
+
+        if self.engine is None:
+            with Migrator(self.registry, self.url).connect() as conn:
+                yield conn
+            return
+        settings = self.registry.settings()
+        with translating(url=self.engine.url):
+            conn = self.engine.connect()
+        with conn:
+            conn.execute(
+                text("SELECT set_config('lock_timeout', :lock, false), "
+                     "set_config('statement_timeout', :stmt, false)"),
+                {"lock": f"{settings.migration_lock_timeout_ms}ms",
+                 "stmt": f"{settings.migration_statement_timeout_ms}ms"},
+            )  # fmt: skip
+            conn.commit()
+            try:
+                yield conn
+            finally:
+                # The connection goes back to the app's pool: no timeout of ours stays on it.
+                try:
+                    if conn.in_transaction():
+                        conn.rollback()
+                    conn.exec_driver_sql("RESET lock_timeout")
+                    conn.exec_driver_sql("RESET statement_timeout")
+                    conn.commit()
+                except Exception:
+                    conn.invalidate()  # not returned to the pool with our settings on it
 
     def _audit(self, conn: Connection, action: str, tenant: str | None, **detail: Any) -> None:
         conn.execute(
