@@ -13,6 +13,7 @@ from db_shared.errors import ConfigurationError
 SECRET = "s3cr3t-pw"
 MAIN = f"postgresql://app:{SECRET}@db1:5432/core"
 REPLICA = f"postgresql://app:{SECRET}@db1-replica:5432/core"
+OTHER = f"postgresql://app:{SECRET}@db2:5432/core"
 
 
 def load(monkeypatch: pytest.MonkeyPatch, servers: object, url: str | None = MAIN) -> CoreSettings:
@@ -105,8 +106,15 @@ def test_multi_host_primary_with_target_session_attrs(monkeypatch: pytest.Monkey
         ),
         (
             {"pg1": {"replicas": [REPLICA]}, "pg2": {"primary": MAIN}},
-            "CORE_DB_SERVERS lists 2 servers (pg1, pg2), but placing tenants across several "
-            "servers is not available yet",
+            "servers 'pg1' and 'pg2' have their primary on the same host and port",
+        ),
+        (
+            {"pg1": {"replicas": [REPLICA]}, "pg2": {}},
+            "servers 'pg1', 'pg2' have no primary URL; only the home server may leave it out",
+        ),
+        (
+            {"pg1": {"primary": OTHER}, "pg2": {"primary": OTHER.replace("db2", "db3")}},
+            "no server's primary is what DATABASE_URL names",
         ),
     ],
 )
@@ -122,3 +130,32 @@ def test_a_server_without_primary_needs_the_main_url(monkeypatch: pytest.MonkeyP
     # The main URL check comes first: it names the variable to set.
     message = refused(monkeypatch, {"pg1": {"replicas": [REPLICA]}}, url=None)
     assert "DATABASE_URL is not set" in message
+
+
+def test_several_servers_one_of_them_home(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load(
+        monkeypatch,
+        {"pg1": {"replicas": [REPLICA], "max_lag_ms": 300}, "pg2": {"primary": OTHER}},
+    )
+    fleet = settings.fleet()
+    assert list(fleet) == ["pg1", "pg2"]
+    assert settings.home_server() == "pg1"
+    assert fleet["pg2"].primary.host == "db2"
+    # A tenant database on pg2's host is pg2's, whatever its database name.
+    tenant_url = fleet["pg2"].primary.set(database="tenant_acme")
+    found = settings.server_of(tenant_url)
+    assert found is not None and found.name == "pg2"
+    assert settings.server_of(fleet["pg1"].primary.set(host="nowhere")) is None
+    assert settings.placement == "fewest"
+
+
+def test_several_servers_need_the_main_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = refused(monkeypatch, {"pg1": {"primary": MAIN}, "pg2": {"primary": OTHER}}, url=None)
+    assert "DATABASE_URL" in message
+
+
+def test_placement_policy_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORE_DB_PLACEMENT", "explicit")
+    assert load(monkeypatch, {"pg1": {}}).placement == "explicit"
+    monkeypatch.setenv("CORE_DB_PLACEMENT", "random")
+    assert "CORE_DB_PLACEMENT" in refused(monkeypatch, {"pg1": {}})

@@ -66,7 +66,7 @@ def parse_database_url(
     return url.set(drivername=DRIVER)
 
 
-# Server names: identifiers, as they label metrics, health answers and (later) placement.
+# Server names: identifiers, as they label metrics, health answers and placement.
 _SERVER_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 DEFAULT_MAX_LAG_MS = 1000
 DEFAULT_SERVER = "main"
@@ -176,6 +176,24 @@ def same_target(a: URL, b: URL) -> bool:
     return a.set(password=None) == b.set(password=None)
 
 
+def _where(url: URL) -> tuple[object, ...]:
+    """Where a URL connects: host and port (libpq multi-host lists too), not the database."""
+    return (url.host, url.port or 5432, url.query.get("host"), url.query.get("port"))
+
+
+def _target_key(url: URL) -> tuple[object, ...]:
+    return _where(url)
+
+
+class PlacementPolicy(StrEnum):
+    """Where ``tenants create`` puts a new tenant when no ``--server`` is given."""
+
+    # The server holding the fewest tenants (ties: the home server, then by name).
+    FEWEST = "fewest"
+    # Nowhere: with several servers, ``--server`` must be given.
+    EXPLICIT = "explicit"
+
+
 class Environment(StrEnum):
     DEVELOPMENT = "development"
     TEST = "test"
@@ -277,6 +295,8 @@ class DatabaseSettings(BaseSettings):
     # The fleet (<PREFIX>SERVERS, JSON): server name -> primary URL, replica URLs, replica
     # lag bound in ms. Unset: one server, the main URL, no replicas. See ``fleet()``.
     servers: str | None = Field(default=None, repr=False)
+    # Where new tenants go when no server is named (<PREFIX>PLACEMENT): fewest or explicit.
+    placement: PlacementPolicy = PlacementPolicy.FEWEST
 
     @field_validator("registry_listen_url", mode="before")
     @classmethod
@@ -322,45 +342,92 @@ class DatabaseSettings(BaseSettings):
         """The servers of this database: ``<PREFIX>SERVERS``, or one server (``main``) on
         the main URL with no replicas when unset.
 
-        Tenant placement across several servers is not there yet: more than one server is
-        refused. The server's primary must name what the main URL names (password aside);
-        left out, it is the main URL; with the main URL unset, the primary is the main URL.
+        One server is the home server: its primary is what the main URL names (password
+        aside), and it holds the tenant registry. A server whose primary is left out is the
+        main URL's; with one server and the main URL unset, its primary is the main URL.
         """
         variable = self.servers_variable
         if not self.servers or not self.servers.strip():
             url = self.validated_url()
             return {} if url is None else {DEFAULT_SERVER: ServerSettings(DEFAULT_SERVER, url)}
         servers = parse_servers(self.servers, variable=variable, production=self.is_production)
-        if len(servers) > 1:
-            raise ConfigurationError(
-                f"{variable} lists {len(servers)} servers ({', '.join(servers)}), but placing "
-                "tenants across several servers is not available yet: list one server, the "
-                f"one {self.url_variable} names, with its replicas."
-            )
-        ((name, server),) = servers.items()
         main = self.validated_url() if self.url and self.url.strip() else None
-        if server.primary is _NO_URL:
-            if main is None:
-                raise ConfigurationError(
-                    f"{variable}: server {name!r} has no primary URL and {self.url_variable} "
-                    "is not set: set one of them."
-                )
-            server = ServerSettings(name, main, server.replicas, server.max_lag_ms)
-        elif main is not None and not same_target(main, server.primary):
+        if main is None and len(servers) > 1:
             raise ConfigurationError(
-                f"{variable}: the primary of server {name!r} "
-                f"({server.primary.render_as_string(hide_password=True)}) is not what "
-                f"{self.url_variable} names ({main.render_as_string(hide_password=True)}); "
-                "with one server they must be the same (or leave primary out)."
+                f"{variable} lists {len(servers)} servers ({', '.join(servers)}) but "
+                f"{self.url_variable} is not set: set it to the primary of the home server "
+                "(the one holding the tenant registry)."
             )
-        return {name: server}
+        left_out = [name for name, server in servers.items() if server.primary is _NO_URL]
+        if len(left_out) > 1:
+            raise ConfigurationError(
+                f"{variable}: servers {', '.join(map(repr, left_out))} have no primary URL; "
+                f"only the home server may leave it out (it is {self.url_variable})."
+            )
+        fleet: dict[str, ServerSettings] = {}
+        for name, server in servers.items():
+            if server.primary is _NO_URL:
+                if main is None:
+                    raise ConfigurationError(
+                        f"{variable}: server {name!r} has no primary URL and "
+                        f"{self.url_variable} is not set: set one of them."
+                    )
+                server = ServerSettings(name, main, server.replicas, server.max_lag_ms)
+            fleet[name] = server
+        targets: dict[tuple[object, ...], str] = {}
+        for name, server in fleet.items():
+            key = _target_key(server.primary)
+            if key in targets:
+                raise ConfigurationError(
+                    f"{variable}: servers {targets[key]!r} and {name!r} have their primary on "
+                    f"the same host and port ({server.primary.render_as_string(hide_password=True)}"
+                    "); each server of a fleet is its own PostgreSQL server."
+                )
+            targets[key] = name
+        if main is not None and not any(same_target(main, s.primary) for s in fleet.values()):
+            shown = main.render_as_string(hide_password=True)
+            if len(fleet) == 1:
+                ((name, server),) = fleet.items()
+                raise ConfigurationError(
+                    f"{variable}: the primary of server {name!r} "
+                    f"({server.primary.render_as_string(hide_password=True)}) is not what "
+                    f"{self.url_variable} names ({shown}); "
+                    "with one server they must be the same (or leave primary out)."
+                )
+            raise ConfigurationError(
+                f"{variable}: no server's primary is what {self.url_variable} names ({shown}); "
+                "one server must be the home server, which holds the tenant registry: give it "
+                f"that primary, or leave its primary out."
+            )
+        return fleet
+
+    def home_server(self) -> str | None:
+        """The name of the server the main URL names (it holds the registry); None when no
+        URL is known yet (development before the embedded server is up)."""
+        main = self.validated_url()
+        if main is None:
+            return None
+        for name, server in self.fleet().items():
+            if same_target(main, server.primary):
+                return name
+        return None  # pragma: no cover - fleet() refuses a fleet without a home
+
+    def server_of(self, url: URL) -> ServerSettings | None:
+        """The server whose primary runs ``url``'s database (same host and port, any
+        database); None when ``url`` names no server of the fleet."""
+        where = _where(url)
+        for server in self.fleet().values():
+            if _where(server.primary) == where:
+                return server
+        return None
 
     def replica_urls(self) -> tuple[ServerSettings | None, tuple[URL, ...]]:
-        """The (only) server and its replica URLs; ``(None, ())`` without a fleet."""
+        """The home server and its replica URLs; ``(None, ())`` without a fleet."""
         fleet = self.fleet()
         if not fleet:
             return None, ()
-        server = next(iter(fleet.values()))
+        home = self.home_server()
+        server = fleet[home] if home is not None else next(iter(fleet.values()))
         return server, server.replicas
 
     @classmethod
