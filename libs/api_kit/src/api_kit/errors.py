@@ -55,7 +55,7 @@ from db_shared.errors import (
     RetryableError,
     UnauthenticatedError,
 )
-from db_shared.tenancy import InvalidTenantError, UnknownTenantError
+from db_shared.tenancy import InvalidTenantError, TenantMovedError, UnknownTenantError
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,16 @@ ERROR_ANSWERS: tuple[tuple[type[Exception] | tuple[type[Exception], ...], Answer
     ),
     (IntegrityViolationError, Answer(409, "conflict", str, fields=_columns)),
     (InvalidDataError, Answer(422, "invalid", "A value is out of range or malformed.")),
+    (
+        TenantMovedError,
+        Answer(
+            503,
+            "tenant_moved",
+            "This tenant's data has just moved; retry the request.",
+            retry_after=True,
+            log=(logging.INFO, "tenant moved"),
+        ),
+    ),
     (RetryableError, Answer(409, "conflict", "A concurrent update won; retry the request.")),
     (
         DatabaseUnavailableError,

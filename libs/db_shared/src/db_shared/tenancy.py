@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
 
-from db_shared.errors import ConfigurationError, DatabaseError, ForbiddenError, NotFoundError
+from db_shared.errors import (
+    ConfigurationError,
+    DatabaseError,
+    ForbiddenError,
+    NotFoundError,
+    RetryableError,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -60,6 +66,19 @@ class TenantSuspendedError(ForbiddenError):
             "tenant_suspended",
             "This tenant is suspended; its administrator can have it reactivated.",
         )
+
+
+class TenantMovedError(RetryableError):
+    """The tenant's data was not where its cached placement said (it moved to another
+    server, or its schema or database is gone there): the placement was read again, and
+    running the whole unit of work again goes to the new place (``transact`` does; an
+    HTTP request answers 503 with ``Retry-After``)."""
+
+    retry_after = 1
+
+    def __init__(self, slug: str, reason: str) -> None:
+        self.slug = slug
+        super().__init__(f"tenant {slug!r} was not found where it was placed ({reason}); retry")
 
 
 class TenantRequiredError(ConfigurationError, LookupError):

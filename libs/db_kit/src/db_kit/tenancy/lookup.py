@@ -72,11 +72,15 @@ Translator = Callable[[BaseException], DatabaseError | None]
 
 @dataclass(frozen=True)
 class TenantEntry:
-    """A registry row as routing needs it; ``location`` is its schema or database name."""
+    """A registry row as routing needs it; ``location`` is its schema or database name,
+    ``server`` the server holding it (None: the home server) and ``placement_version``
+    grows with every move."""
 
     slug: str
     status: TenantStatus
     location: str
+    server: str | None = None
+    placement_version: int = 1
 
 
 def served(slug: str, entry: TenantEntry | None) -> bool:
@@ -201,7 +205,9 @@ class RegistryLookup:
         if not wanted:
             return {}
         t = self.tenant_model
-        stmt = select(t.slug, t.status, self._location).where(t.slug.in_(wanted))
+        stmt = select(t.slug, t.status, self._location, t.server, t.placement_version).where(
+            t.slug.in_(wanted)
+        )
         with translating(self._translate):
             async with self._engines().async_engine.connect() as conn:
                 rows = (await conn.execute(stmt)).all()
@@ -229,6 +235,13 @@ class RegistryLookup:
             and loop.is_running()
         )
 
+    async def tenant_now(self, slug: str) -> TenantEntry | None:
+        """``tenant`` read from the registry now, the cached answer replaced: a session that
+        found its tenant gone from the server it was routed to asks this."""
+        with self._lock:
+            self._cache.pop(("tenant", slug), None)
+        return await self.tenant(slug)
+
     def forget(self) -> None:
         """Empty the cache (a notification does this)."""
         with self._lock:
@@ -250,7 +263,9 @@ class RegistryLookup:
 
     def _tenant_query(self, slug: str) -> Select[Any]:
         t = self.tenant_model
-        return select(t.slug, t.status, self._location).where(t.slug == slug)
+        return select(t.slug, t.status, self._location, t.server, t.placement_version).where(
+            t.slug == slug
+        )
 
     def _host_query(self, host: str) -> Select[Any]:
         t, d = self.tenant_model, self.domain_model
@@ -260,7 +275,13 @@ class RegistryLookup:
 
     @staticmethod
     def _entry(row: Any) -> TenantEntry:
-        return TenantEntry(slug=row[0], status=TenantStatus(row[1]), location=row[2])
+        return TenantEntry(
+            slug=row[0],
+            status=TenantStatus(row[1]),
+            location=row[2],
+            server=row[3],
+            placement_version=row[4],
+        )
 
     async def _first(self, stmt: Select[Any]) -> Row[Any] | None:
         with translating(self._translate):
