@@ -144,7 +144,8 @@ def test_several_servers_one_of_them_home(monkeypatch: pytest.MonkeyPatch) -> No
     # A tenant database on pg2's host is pg2's, whatever its database name.
     tenant_url = fleet["pg2"].primary.set(database="tenant_acme")
     found = settings.server_of(tenant_url)
-    assert found is not None and found.name == "pg2"
+    assert found is not None
+    assert found.name == "pg2"
     assert settings.server_of(fleet["pg1"].primary.set(host="nowhere")) is None
     assert settings.placement == "fewest"
 

@@ -17,7 +17,7 @@ from api_kit.errors import install_error_handlers
 from api_kit.observability import CorrelationIdMiddleware, configure_logging, metrics
 from api_kit.positions import DbPositionMiddleware
 from api_kit.tenancy import TenantRouting
-from db_shared import DATABASE, Database, ReplicaHealth, TenantHealth, Token
+from db_shared import DATABASE, Database, ReplicaHealth, ServerHealth, TenantHealth, Token
 from db_shared.errors import ConfigurationError, DatabaseError, DatabaseUnavailableError
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,8 @@ def create_api(
         except DatabaseError as exc:
             log.warning("not ready: database %s: %s", database.name, exc)
             return _unavailable({"reason": _error_class(exc)})
+        if isinstance(database, ServerHealth) and answer.status_code == 200:
+            answer = await _with_servers(database, answer)
         if isinstance(database, ReplicaHealth) and answer.status_code == 200:
             return await _with_replicas(database, answer)
         return answer
@@ -152,7 +154,31 @@ class Readiness(BaseModel):
     status: str
     reason: str | None = None
     tenants: dict[str, str] | None = None
+    # Tenants on several servers: each server's primary, ``ok`` or a reason class.
+    servers: dict[str, str] | None = None
     replicas: dict[str, ReplicaReadiness] | None = None
+
+
+async def _with_servers(database: ServerHealth, answer: JSONResponse) -> JSONResponse:
+    """Add each server's state (a fleet); one down makes the answer ``degraded`` (200: the
+    other servers' tenants are served)."""
+    states = await database.server_health()
+    if not states:
+        return answer
+    body = json.loads(bytes(answer.body))
+    servers: dict[str, str] = {}
+    for name, reason in sorted(states.items()):
+        if reason is None:
+            servers[name] = "ok"
+        else:
+            log.warning("degraded: server %s: %s", name, reason)
+            servers[name] = (
+                "timeout" if reason.startswith("no answer within") else "database_unavailable"
+            )
+    body["servers"] = servers
+    if any(state != "ok" for state in servers.values()):
+        body["status"] = "degraded"
+    return JSONResponse(body)
 
 
 async def _with_replicas(database: ReplicaHealth, answer: JSONResponse) -> JSONResponse:

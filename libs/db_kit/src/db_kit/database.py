@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import weakref
@@ -17,14 +18,19 @@ from sqlalchemy.orm import Session
 
 from db_kit.config import DatabaseConfig
 from db_kit.engine import WROTE, Engines, build_engines
-from db_kit.errors import ConstraintColumns, translate, translating
+from db_kit.errors import ConstraintColumns, sqlstate, translate, translating
+from db_kit.fleet import ServerEngines
 from db_kit.replicas import ReplicaSet, ReplicaState
 from db_kit.settings import DatabaseSettings, ServerSettings, same_target
-from db_kit.tenancy.lookup import RegistryLookup, served
+from db_kit.tenancy.lookup import RegistryLookup, TenantEntry, served
 from db_kit.tenancy.schemas import SchemaRouter
 from db_shared.errors import DatabaseError
 from db_shared.positions import note_write, parse_lsn, required_position
-from db_shared.tenancy import current_tenant
+from db_shared.tenancy import TenantMovedError, UnknownTenantError, current_tenant
+
+# SQLSTATEs a session gets when its tenant's schema is not (or no longer) on the server it
+# was routed to: undefined table, invalid schema name, insufficient privilege.
+TENANT_GONE = frozenset({"42P01", "3F000", "42501"})
 
 T = TypeVar("T")
 
@@ -66,6 +72,8 @@ class SQLAlchemyDatabase:
         self._lookup: RegistryLookup | None = None
         self._server: ServerSettings | bool | None = False  # False: not looked at yet
         self._replicas: ReplicaSet | None = None
+        # Schema-per-tenant tenants on several servers (<PREFIX>SERVERS): engines per server.
+        self._fleet: ServerEngines | bool | None = False  # False: not looked at yet
         if self._tracked:
             _live_databases.add(self)
 
@@ -87,8 +95,9 @@ class SQLAlchemyDatabase:
 
                     url = make_url(self._url) if isinstance(self._url, str) else self._url
                     # Schema-per-tenant: no server-side prepares (see engine.connect_args).
+                    fleet = self.fleet
                     self._engines = build_engines(
-                        self.settings,
+                        fleet.settings if fleet is not None else self.settings,
                         url,
                         prepare=not self.multi_tenant,
                         name=self.name,
@@ -96,6 +105,86 @@ class SQLAlchemyDatabase:
                     )
                 engines = self._engines
         return engines
+
+    # the fleet -----------------------------------------------------------------------
+
+    @property
+    def fleet(self) -> ServerEngines | None:
+        """Engines per server when this schema-per-tenant database routes tenants across
+        several servers (``<PREFIX>SERVERS``); None with one server (or not multi-tenant,
+        or given its own URL)."""
+        fleet = self._fleet
+        if fleet is False:
+            found: ServerEngines | None = None
+            settings = self.settings
+            if self._url is None and self.multi_tenant and self._router is not None:
+                servers = settings.fleet()
+                home = settings.home_server()
+                if len(servers) > 1 and home is not None:
+                    found = ServerEngines(
+                        settings,
+                        name=self.name,
+                        home=home,
+                        home_engines=lambda: self.engines,
+                        home_replicas=lambda: self.replicas,
+                        prepare=False,
+                    )
+            fleet = self._fleet = found
+        assert fleet is not True
+        return fleet
+
+    async def _placement(self, slug: str, *, fresh: bool = False) -> TenantEntry:
+        """The registry row of ``slug`` (cached; ``fresh``: read now); an unknown or not
+        yet provisioned tenant raises ``UnknownTenantError``, a suspended one
+        ``TenantSuspendedError``: a session never guesses a server."""
+        lookup = self.registry_lookup
+        assert lookup is not None  # a fleet is schema-per-tenant
+        entry = await (lookup.tenant_now(slug) if fresh else lookup.tenant(slug))
+        if entry is None or not served(slug, entry):
+            raise UnknownTenantError(slug)
+        return entry
+
+    def _placement_sync(self, slug: str) -> TenantEntry:
+        lookup = self.registry_lookup
+        assert lookup is not None
+        entry = lookup.tenant_sync(slug)
+        if entry is None or not served(slug, entry):
+            raise UnknownTenantError(slug)
+        return entry
+
+    async def _fleet_route(self, fleet: ServerEngines) -> _Route:
+        """Where the current tenant's unit of work runs: its server's engines, viewed
+        with its schema."""
+        slug = current_tenant().slug
+        entry = await self._placement(slug)
+        router = self._router
+        assert router is not None
+        engines = fleet.engines(entry.server)
+        return _Route(entry, engines, router.binds_on(slug, entry.server or fleet.home, engines))
+
+    async def _moved(self, route: _Route, exc: BaseException) -> TenantMovedError | None:
+        """After a failure with a tenant-gone SQLSTATE: the placement read again; a
+        ``TenantMovedError`` when it changed (the unit of work may run again, elsewhere)."""
+        if sqlstate(exc) not in TENANT_GONE:
+            return None
+        before = route.entry
+        try:
+            after = await self._placement(before.slug, fresh=True)
+        except DatabaseError as gone:
+            return TenantMovedError(before.slug, f"its placement is gone: {gone}")
+        if (after.server, after.placement_version, after.location) == (
+            before.server,
+            before.placement_version,
+            before.location,
+        ):
+            return None
+        fleet = self.fleet
+        home = fleet.home if fleet is not None else None
+        return TenantMovedError(
+            before.slug,
+            f"server {before.server or home} (placement {before.placement_version}), now "
+            f"{after.server or home} (placement {after.placement_version})",
+        )
 
     # replicas ------------------------------------------------------------------------
 
@@ -140,7 +229,13 @@ class SQLAlchemyDatabase:
         return replicas
 
     async def replica_states(self) -> list[ReplicaState]:
-        """Each replica's state and replay lag, sampled now."""
+        """Each replica's state and replay lag, sampled now (every server's, with a fleet)."""
+        fleet = self.fleet
+        if fleet is not None:
+            found: list[ReplicaState] = []
+            for replica_set in fleet.all_replicas():
+                found.extend(await replica_set.states())
+            return found
         replicas = self.replicas
         return [] if replicas is None else await replicas.states()
 
@@ -236,10 +331,22 @@ class SQLAlchemyDatabase:
 
     @contextmanager
     def sync_session(self) -> Iterator[Session]:
-        binds = self._current_binds()
+        fleet = self.fleet
+        if fleet is not None:
+            slug = current_tenant().slug
+            with translating(self.translate):
+                entry = self._placement_sync(slug)
+            assert self._router is not None
+            engines = fleet.engines(entry.server)
+            binds: tuple[AsyncEngine, Engine] | None = self._router.binds_on(
+                slug, entry.server or fleet.home, engines
+            )
+        else:
+            engines = self.engines
+            binds = self._current_binds()
         with translating(self.translate):
-            bind = binds[1] if binds else self.engines.sync_engine
-            with self.engines.sync_sessions(bind=bind) as session:
+            bind = binds[1] if binds else engines.sync_engine
+            with engines.sync_sessions(bind=bind) as session:
                 try:
                     yield session
                     session.commit()
@@ -274,7 +381,9 @@ class SQLAlchemyDatabase:
     async def ping_tenants(self, timeout: float | None = None) -> dict[str, str | None]:
         """Readiness: ping the database (raising when it is down), then, schema-per-tenant,
         each active tenant: None when it can serve, else why not (its last migration
-        failed, its schema is missing). One registry query and one catalog query."""
+        failed, its schema is missing, its server does not answer). One registry query,
+        then one catalog query per server (at once, each within ``timeout``, default the
+        connect timeout)."""
         await self.ping()
         router = self._router
         if router is None or not self.multi_tenant:
@@ -283,17 +392,68 @@ class SQLAlchemyDatabase:
         with translating(self.translate):
             async with self.engines.async_engine.connect() as conn:
                 rows = (await conn.execute(stmt)).all()
-                schemas = [row.schema_name for row in rows]
-                found = {n for (n,) in await conn.execute(present, {"schemas": schemas})}
+        fleet = self.fleet
+        home = fleet.home if fleet is not None else None
+        placed: dict[str | None, list[Any]] = {}
+        for row in rows:
+            server = (row.server or home) if fleet is not None else None
+            placed.setdefault(server, []).append(row)
+        limit = timeout if timeout is not None else float(self.settings.connect_timeout)
+
+        async def schemas_on(server: str | None, schemas: list[str]) -> set[str] | str:
+            try:
+                engines = self.engines if fleet is None else fleet.engines(server)
+                async with asyncio.timeout(limit):
+                    with translating(self.translate):
+                        async with engines.async_engine.connect() as conn:
+                            found = await conn.execute(present, {"schemas": schemas})
+                            return {name for (name,) in found}
+            except TimeoutError:
+                return f"server {server} gave no answer within {limit:g} s"
+            except DatabaseError as exc:
+                if server is None:
+                    raise
+                return f"server {server} is unavailable: {exc}"
+
+        servers = list(placed)
+        answers = await asyncio.gather(
+            *(schemas_on(s, [row.schema_name for row in placed[s]]) for s in servers)
+        )
         health: dict[str, str | None] = {}
-        for slug, schema, error in rows:
-            if schema not in found:
-                health[slug] = f"schema {schema} is missing"
-            elif error:
-                health[slug] = f"its last migration failed: {error}"
-            else:
-                health[slug] = None
+        for server, answer in zip(servers, answers, strict=True):
+            for slug, schema, error, _ in placed[server]:
+                if isinstance(answer, str):
+                    health[slug] = answer
+                elif schema not in answer:
+                    health[slug] = f"schema {schema} is missing"
+                elif error:
+                    health[slug] = f"its last migration failed: {error}"
+                else:
+                    health[slug] = None
         return health
+
+    async def server_health(self, timeout: float | None = None) -> dict[str, str | None]:
+        """``db_shared.ServerHealth``: with a fleet, each server -> None when its primary
+        answers ``SELECT 1`` within ``timeout`` (default: the connect timeout), else why."""
+        fleet = self.fleet
+        if fleet is None:
+            return {}
+        limit = timeout if timeout is not None else float(self.settings.connect_timeout)
+
+        async def one(server: str) -> str | None:
+            try:
+                async with asyncio.timeout(limit):
+                    with translating(self.translate):
+                        async with fleet.engines(server).async_engine.connect() as conn:
+                            await conn.execute(text("SELECT 1"))
+            except TimeoutError:
+                return f"no answer within {limit:g} s"
+            except DatabaseError as exc:
+                return str(exc)
+            return None
+
+        names = list(fleet.servers)
+        return dict(zip(names, await asyncio.gather(*map(one, names)), strict=True))
 
     def ping_sync(self) -> None:
         with translating(self.translate), self.engines.sync_engine.connect() as conn:
@@ -303,13 +463,20 @@ class SQLAlchemyDatabase:
         if self._router is not None:
             self._router.forget()
 
+    def _take_fleet(self) -> ServerEngines | None:
+        fleet, self._fleet = self._fleet, False
+        return fleet if isinstance(fleet, ServerEngines) else None
+
     async def dispose(self) -> None:
         if self._lookup is not None:
             await self._lookup.aclose()
         with self._lock:
             engines, self._engines = self._engines, None
             replicas, self._replicas = self._replicas, None
+            fleet = self._take_fleet()
             self._forget_routes()
+        if fleet is not None:
+            await fleet.dispose()
         if replicas is not None:
             await replicas.dispose()
         if engines is not None:
@@ -323,7 +490,10 @@ class SQLAlchemyDatabase:
         with self._lock:
             engines, self._engines = self._engines, None
             replicas, self._replicas = self._replicas, None
+            fleet = self._take_fleet()
             self._forget_routes()
+        if fleet is not None:
+            fleet.dispose_sync(close=False)
         if replicas is not None:
             replicas.dispose_sync(close=False)
         if engines is not None:
@@ -339,7 +509,10 @@ class SQLAlchemyDatabase:
         self._lock = threading.Lock()
         engines, self._engines = self._engines, None
         replicas, self._replicas = self._replicas, None
+        fleet = self._take_fleet()
         self._forget_routes()
+        if fleet is not None:
+            fleet.dispose_sync(close=False)
         if replicas is not None:
             replicas.dispose_sync(close=False)
         if engines is not None:
@@ -350,6 +523,20 @@ class SQLAlchemyDatabase:
         return f"SQLAlchemyDatabase({self.name})"
 
 
+class _Route:
+    """Where one tenant's unit of work runs in a fleet: the registry row it was routed by,
+    its server's engines and their views in the tenant's schema."""
+
+    __slots__ = ("binds", "engines", "entry")
+
+    def __init__(
+        self, entry: TenantEntry, engines: Engines, binds: tuple[AsyncEngine, Engine]
+    ) -> None:
+        self.entry = entry
+        self.engines = engines
+        self.binds = binds
+
+
 class _AsyncUnitOfWork:
     """``SQLAlchemyDatabase.session()``: a plain class, not ``@asynccontextmanager``.
 
@@ -357,17 +544,31 @@ class _AsyncUnitOfWork:
     microseconds more per unit (bench/tenancy_sessions.py).
     """
 
-    __slots__ = ("_database", "_session")
+    __slots__ = ("_database", "_positions", "_route", "_session")
 
     def __init__(self, database: SQLAlchemyDatabase) -> None:
         self._database = database
         self._session: AsyncSession | None = None
+        self._route: _Route | None = None
+        self._positions = False
 
     async def __aenter__(self) -> AsyncSession:
         database = self._database
-        binds = database._current_binds()  # TenantRequiredError before any connection
-        engines = database.engines
-        session = engines.async_sessions(bind=binds[0] if binds else engines.async_engine)
+        fleet = database._fleet
+        if fleet is False:
+            fleet = database.fleet
+        if fleet is None:
+            binds = database._current_binds()  # TenantRequiredError before any connection
+            engines = database.engines
+            bind = binds[0] if binds else engines.async_engine
+            self._positions = bool(database._server)  # has replicas (decided with engines)
+        else:
+            assert isinstance(fleet, ServerEngines)
+            with translating(database.translate):
+                route = self._route = await database._fleet_route(fleet)
+            engines, bind = route.engines, route.binds[0]
+            self._positions = engines.tracks_writes
+        session = engines.async_sessions(bind=bind)
         self._session = session
         return await session.__aenter__()
 
@@ -384,19 +585,24 @@ class _AsyncUnitOfWork:
             try:
                 if exc is None:
                     await session.commit()
-                    if self._database._server:  # has replicas (decided with the engines)
+                    if self._positions:
                         await _note_position(session)
                 else:
                     await session.rollback()
             finally:
                 await session.__aexit__(exc_type, exc, tb)  # closes (shielded from cancel)
         except Exception as failure:
-            self._raise_translated(failure)
+            await self._raise_translated(failure)
             raise
         if isinstance(exc, Exception):
-            self._raise_translated(exc)
+            await self._raise_translated(exc)
 
-    def _raise_translated(self, exc: Exception) -> None:
+    async def _raise_translated(self, exc: Exception) -> None:
+        route = self._route
+        if route is not None:
+            moved = await self._database._moved(route, exc)
+            if moved is not None:
+                raise moved from exc
         mapped = self._database.translate(exc)
         if mapped is not None and mapped is not exc:
             raise mapped from exc
@@ -418,24 +624,33 @@ class _ReadUnitOfWork:
     serve this context, else on the primary. The connection is taken at entry, so a
     replica that fails to connect is skipped, never an error."""
 
-    __slots__ = ("_connection", "_database", "_session")
+    __slots__ = ("_connection", "_database", "_route", "_session")
 
     def __init__(self, database: SQLAlchemyDatabase) -> None:
         self._database = database
         self._session: AsyncSession | None = None
         self._connection: AsyncConnection | None = None
+        self._route: _Route | None = None
 
     async def __aenter__(self) -> AsyncSession:
         database = self._database
-        binds = database._current_binds()  # TenantRequiredError before any connection
-        engines = database.engines
+        fleet = database.fleet
+        if fleet is None:
+            binds = database._current_binds()  # TenantRequiredError before any connection
+            engines = database.engines
+            bind = binds[0] if binds else engines.async_engine
+            replicas = database.replicas
+        else:
+            with translating(database.translate):
+                route = self._route = await database._fleet_route(fleet)
+            engines, bind = route.engines, route.binds[0]
+            replicas = fleet.replicas(route.entry.server)
         connection: AsyncConnection | None = None
-        replicas = database.replicas
         if replicas is not None:
             connection = await replicas.connect(required_position(), database._schema())
         if connection is None:  # the primary (a replica's transactions are read-only)
             with translating(database.translate):
-                connection = await (binds[0] if binds else engines.async_engine).connect()
+                connection = await bind.connect()
                 try:
                     # BEGIN READ ONLY: psycopg reads it at the next BEGIN (no round trip);
                     # the pool resets it when the connection goes back.
@@ -472,10 +687,18 @@ class _ReadUnitOfWork:
             finally:
                 await connection.close()
         except Exception as failure:
-            _raise_translated(self._database, failure)
+            await self._raise_translated(failure)
             raise
         if isinstance(exc, Exception):
-            _raise_translated(self._database, exc)
+            await self._raise_translated(exc)
+
+    async def _raise_translated(self, exc: Exception) -> None:
+        route = self._route
+        if route is not None:
+            moved = await self._database._moved(route, exc)
+            if moved is not None:
+                raise moved from exc
+        _raise_translated(self._database, exc)
 
 
 def _raise_translated(database: SQLAlchemyDatabase, exc: Exception) -> None:

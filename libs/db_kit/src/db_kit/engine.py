@@ -31,6 +31,8 @@ class Engines:
     sync_engine: Engine
     async_sessions: async_sessionmaker[AsyncSession]
     sync_sessions: sessionmaker[Session]
+    # Whether async sessions record that they wrote (read-your-writes with replicas).
+    tracks_writes: bool = False
 
 
 def connect_args(
@@ -196,6 +198,7 @@ def build_engines(
             else async_sessionmaker(async_engine, expire_on_commit=False)
         ),
         sync_sessions=sessionmaker(sync_engine, expire_on_commit=False),
+        tracks_writes=track_writes,
     )
 
 

@@ -97,3 +97,13 @@ class ReplicaHealth(Protocol):
         """Each replica's name (never a host) -> (state, replay lag in ms or None); state is
         ``ok``, ``lagging``, ``down``, ``not_a_replica`` or ``unknown``."""
         ...
+
+
+@runtime_checkable
+class ServerHealth(Protocol):
+    """A database whose tenants live on several servers, reporting on each primary."""
+
+    async def server_health(self) -> dict[str, str | None]:
+        """Each server's name (never a host) -> None when its primary answers, else why
+        not (for the log; the HTTP answer shows only a reason class). Empty: one server."""
+        ...

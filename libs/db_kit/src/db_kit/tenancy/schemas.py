@@ -36,6 +36,8 @@ class SchemaRouter:
         self.tenancy = tenancy
         self._engines = engines
         self._binds: OrderedDict[str, Binds] = OrderedDict()
+        # A fleet: (server, slug) -> the server's engines and the tenant's views of them.
+        self._placed: OrderedDict[tuple[str, str], tuple[Engines, Binds]] = OrderedDict()
 
     def binds(self) -> Binds:
         """The current tenant's translated engines.
@@ -56,16 +58,34 @@ class SchemaRouter:
                 self._binds.popitem(last=False)
         return binds
 
+    def binds_on(self, slug: str, server: str, engines: Engines) -> Binds:
+        """Tenant ``slug``'s views of ``engines``, those of its server (a fleet)."""
+        key = (server, slug)
+        found = self._placed.get(key)
+        if found is None or found[0] is not engines:
+            translate = {None: self.tenancy.schema_for(slug)}
+            binds = (
+                engines.async_engine.execution_options(schema_translate_map=translate),
+                engines.sync_engine.execution_options(schema_translate_map=translate),
+            )
+            found = self._placed[key] = (engines, binds)
+            if len(self._placed) > TENANT_BIND_CACHE:
+                self._placed.popitem(last=False)
+        return found[1]
+
     def forget(self) -> None:
         """Drop every engine view (the engines were disposed, or this is a forked child)."""
         self._binds.clear()
+        self._placed.clear()
 
     # the registry ----------------------------------------------------------------------
 
-    def health_queries(self) -> tuple[Select[str, str, str | None], TextClause]:
-        """(active tenants with their schema and last migration error, which of a list of
-        schemas exist): what readiness asks, in two queries."""
+    def health_queries(self) -> tuple[Select[str, str, str | None, str | None], TextClause]:
+        """(active tenants with their schema, last migration error and server, which of a
+        list of schemas exist): what readiness asks, in two queries (one per server)."""
         t = self.tenancy.model
-        tenants = select(t.slug, t.schema_name, t.last_error).where(t.status == TenantStatus.ACTIVE)
+        tenants = select(t.slug, t.schema_name, t.last_error, t.server).where(
+            t.status == TenantStatus.ACTIVE
+        )
         present = text("SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname = ANY(:schemas)")
         return tenants, present
