@@ -283,6 +283,11 @@ class EngineCache:
             f"connection_budget={self.connection_budget}, tenants={list(self._live)})"
         )
 
+    def urls(self) -> dict[str, URL]:
+        """The URL each live tenant's engines connect to (a move changes it)."""
+        with self._lock:
+            return {slug: entry.engines.url for slug, entry in self._live.items()}
+
     # leases ----------------------------------------------------------------------------
 
     @asynccontextmanager

@@ -21,11 +21,11 @@ from sqlalchemy.orm import Session
 from db_kit.config import DatabaseConfig
 from db_kit.database import SQLAlchemyDatabase, track
 from db_kit.engine import Engines
-from db_kit.errors import ConstraintColumns
+from db_kit.errors import ConstraintColumns, sqlstate
 from db_kit.replicas import ReplicaSet
 from db_kit.settings import DatabaseSettings, ServerSettings
 from db_kit.tenancy.engine_cache import EngineCache, TenantDatabaseUnavailableError
-from db_kit.tenancy.lookup import RegistryLookup
+from db_kit.tenancy.lookup import RegistryLookup, TenantEntry
 from db_kit.tenancy.registry import TenantStatus
 from db_kit.tenancy.url_resolvers import (
     ChainedTenantUrlResolver,
@@ -39,6 +39,7 @@ from db_shared.tenancy import (
     InvalidTenantError,
     Tenant,
     TenantLike,
+    TenantMovedError,
     UnknownTenantError,
     current_tenant,
     tenant_context,
@@ -48,21 +49,17 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
+# SQLSTATEs of a tenant database that is not (or no longer) where it was routed: the
+# database does not exist, or the role may not use it (a move revokes CONNECT).
+TENANT_GONE = frozenset({"3D000", "42501", "42P01"})
+_GONE_WORDS = ("does not exist", "permission denied")
+
 # The control database's pool, for registry lookups only.
 CONTROL_POOL_SIZE = 2
 CONTROL_MAX_OVERFLOW = 2
 
 
 # the Database of the current tenant -----------------------------------------------------
-
-
-def _same_server(a: URL, b: URL) -> bool:
-    """Whether two URLs name the same server (host and port; libpq multi-host lists too)."""
-
-    def where(url: URL) -> tuple[object, ...]:
-        return (url.host, url.port or 5432, url.query.get("host"), url.query.get("port"))
-
-    return where(a) == where(b)
 
 
 class _TenantUnitOfWork(SQLAlchemyDatabase):
@@ -256,7 +253,8 @@ class TenantRoutedDatabase:
         again = True
         while again:
             self._sweep_again = False
-            live = [slug for slug in cache.stats().live if slug not in static]
+            urls = cache.urls()
+            live = [slug for slug in urls if slug not in static]
             try:
                 rows = await lookup.tenants(live)
             except DatabaseError as exc:
@@ -266,10 +264,56 @@ class TenantRoutedDatabase:
                 row = rows.get(slug)
                 if row is None or row.status is not TenantStatus.ACTIVE:
                     log.info("tenant %r is no longer active: dropping its engines", slug)
-                    # Evicted now; disposed once its running sessions end.
-                    with contextlib.suppress(DatabaseError):
-                        await cache.cleanup(slug)
+                elif not self._still_at(row, urls[slug]):
+                    log.info("tenant %r was moved: dropping the engines of its old place", slug)
+                else:
+                    continue
+                # Evicted now; disposed once its running sessions end.
+                with contextlib.suppress(DatabaseError):
+                    await cache.cleanup(slug)
             again = self._sweep_again
+
+    def _still_at(self, row: TenantEntry, url: URL) -> bool:
+        """Whether registry row ``row`` still places its tenant's database at ``url``."""
+        try:
+            placed = self._registry_url(row)
+        except DatabaseError:
+            return False
+        return placed.set(password=None) == url.set(password=None)
+
+    def _registry_url(self, row: TenantEntry) -> URL:
+        base = self._server_url(row.server) if row.server is not None else self._control_url()
+        return base.set(database=row.location)
+
+    def _server_url(self, name: str) -> URL:
+        """The primary URL of server ``name`` (``<PREFIX>SERVERS``)."""
+        settings = self.settings
+        server = settings.fleet().get(name)
+        if server is None:
+            raise ConfigurationError(
+                f"A tenant of the {self.name} database is placed on server {name!r}, which "
+                f"{settings.servers_variable} does not list (it lists "
+                f"{', '.join(settings.fleet()) or 'none'}): add the server, or move the tenant."
+            )
+        return server.primary
+
+    async def _moved(self, slug: str, leased: URL, exc: DatabaseError) -> TenantMovedError | None:
+        """After a failure that says the tenant's database is not there (missing, access
+        revoked): the placement read again; ``TenantMovedError`` when it now names another
+        place (its engines are dropped; the unit of work may run again there)."""
+        lookup = self._lookup
+        if lookup is None or not _gone(exc):
+            return None
+        try:
+            row = await lookup.tenant_now(slug)
+        except DatabaseError:
+            return None
+        if row is not None and row.status is TenantStatus.ACTIVE and self._still_at(row, leased):
+            return None
+        with contextlib.suppress(DatabaseError):
+            await self.cache.cleanup(slug)
+        where = "gone from the registry" if row is None else f"now on server {row.server}"
+        return TenantMovedError(slug, f"database {leased.database} is not there; {where}")
 
     def _static_tenants(self) -> frozenset[str]:
         resolvers = self._first_resolvers()
@@ -289,21 +333,20 @@ class TenantRoutedDatabase:
             return resolver.resolvers
         return (resolver,)
 
-    def _replica_server(self) -> ServerSettings | None:
-        """The settings' server, when it has replicas (``<PREFIX>SERVERS``)."""
-        server, replicas = self.settings.replica_urls()
-        return server if replicas else None
+    def _replica_servers(self) -> list[ServerSettings]:
+        """The servers of the fleet that have replicas (``<PREFIX>SERVERS``)."""
+        return [server for server in self.settings.fleet().values() if server.replicas]
 
     def _tenant_replicas(
         self, url: URL, settings: DatabaseSettings, primary: Callable[[], AsyncEngine]
     ) -> ReplicaSet | None:
-        """The replica set of a tenant database on the server with replicas, else None.
+        """The replica set of a tenant database on a server with replicas, else None.
 
         A physical replica holds every database of its primary: each replica URL is used
         with the tenant's database name and credentials.
         """
-        server = self._replica_server()
-        if server is None or not _same_server(url, server.primary):
+        server = self.settings.server_of(url)
+        if server is None or not server.replicas:
             return None
         tenant_server = dataclasses.replace(
             server,
@@ -323,7 +366,7 @@ class TenantRoutedDatabase:
         if self.uses_registry:
             lookup = self.registry_lookup
             assert lookup is not None
-            registry = RegistryTenantUrlResolver(lookup, self._control_url)
+            registry = RegistryTenantUrlResolver(lookup, self._control_url, self._server_url)
             resolver = (
                 registry if resolver is None else ChainedTenantUrlResolver(resolver, registry)
             )
@@ -336,15 +379,15 @@ class TenantRoutedDatabase:
         budget = self._connection_budget or (
             per_tenant.tenant_connection_budget if per_tenant else max_engines * 5
         )
-        server = self._replica_server()
+        with_replicas = self._replica_servers()
         return EngineCache(
             resolver,
             settings,
             max_engines=max_engines,
             connection_budget=budget,
             name=self.name,
-            replicas=len(server.replicas) if server is not None else 0,
-            replica_set=self._tenant_replicas if server is not None else None,
+            replicas=max((len(s.replicas) for s in with_replicas), default=0),
+            replica_set=self._tenant_replicas if with_replicas else None,
         )
 
     # tenant directory (db_shared.TenantDirectory) ---------------------------------------
@@ -385,11 +428,17 @@ class TenantRoutedDatabase:
         """A unit of work on the current tenant's database; on a server with replicas, one
         that wrote records the WAL position for read-your-writes (``db_shared.positions``)."""
         tenant = current_tenant()
-        async with (
-            self.cache.lease_with_replicas(tenant) as (engines, replicas),
-            self._unit(tenant, engines, replicas).session() as session,
-        ):
-            yield session
+        leased: URL | None = None
+        try:
+            async with self.cache.lease_with_replicas(tenant) as (engines, replicas):
+                leased = engines.url
+                async with self._unit(tenant, engines, replicas).session() as session:
+                    yield session
+        except DatabaseError as exc:
+            moved = None if leased is None else await self._moved(tenant.slug, leased, exc)
+            if moved is not None:
+                raise moved from exc
+            raise
 
     @asynccontextmanager
     async def read_session(self) -> AsyncIterator[AsyncSession]:
@@ -401,11 +450,17 @@ class TenantRoutedDatabase:
         replayed what this context must see, with the tenant's database name and
         credentials; else (or a replica down or behind) on the tenant's primary."""
         tenant = current_tenant()
-        async with (
-            self.cache.lease_with_replicas(tenant) as (engines, replicas),
-            self._unit(tenant, engines, replicas).read_session() as session,
-        ):
-            yield session
+        leased: URL | None = None
+        try:
+            async with self.cache.lease_with_replicas(tenant) as (engines, replicas):
+                leased = engines.url
+                async with self._unit(tenant, engines, replicas).read_session() as session:
+                    yield session
+        except DatabaseError as exc:
+            moved = None if leased is None else await self._moved(tenant.slug, leased, exc)
+            if moved is not None:
+                raise moved from exc
+            raise
 
     @contextmanager
     def sync_session(self) -> Iterator[Session]:
@@ -488,3 +543,18 @@ class TenantRoutedDatabase:
 
     def __repr__(self) -> str:
         return f"TenantRoutedDatabase({self.name})"
+
+
+def _gone(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it was translated from) says the tenant database is not
+    there: its SQLSTATE, or at connect time (no SQLSTATE) the server's words."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if sqlstate(seen) in TENANT_GONE:
+            return True
+        if isinstance(seen, TenantDatabaseUnavailableError) and any(
+            words in str(seen) for words in _GONE_WORDS
+        ):
+            return True
+        seen = seen.__cause__
+    return False

@@ -270,15 +270,22 @@ class ChainedTenantUrlResolver:
 class RegistryTenantUrlResolver:
     """Tenants of a database-per-tenant registry (``TenantDatabaseRegistryMixin``).
 
-    An ACTIVE row's URL is the control database's URL (``control_url()``) with the
-    database name replaced by the row's ``database_name`` (credentials never live in the
-    table); a SUSPENDED row raises ``TenantSuspendedError``; a missing or PROVISIONING
-    one ``UnknownTenantError``. Async lookups are cached (``RegistryLookup``).
+    An ACTIVE row's URL is its server's primary URL (``server_url(row.server)``; a row
+    with no server: the control database's URL, ``control_url()``) with the database name
+    replaced by the row's ``database_name`` (credentials never live in the table); a
+    SUSPENDED row raises ``TenantSuspendedError``; a missing or PROVISIONING one
+    ``UnknownTenantError``. Async lookups are cached (``RegistryLookup``).
     """
 
-    def __init__(self, lookup: RegistryLookup, control_url: Callable[[], URL]) -> None:
+    def __init__(
+        self,
+        lookup: RegistryLookup,
+        control_url: Callable[[], URL],
+        server_url: Callable[[str], URL] | None = None,
+    ) -> None:
         self.lookup = lookup
         self.control_url = control_url
+        self.server_url = server_url
 
     async def resolve(self, slug: str) -> URL:
         slug = validate_tenant_slug(slug)
@@ -296,6 +303,8 @@ class RegistryTenantUrlResolver:
                 f"The registry names database {entry.location!r} for tenant {slug!r}; a tenant "
                 "may never use a server's system database."
             )
+        if entry.server is not None and self.server_url is not None:
+            return self.server_url(entry.server).set(database=entry.location)
         return self.control_url().set(database=entry.location)
 
     def __repr__(self) -> str:
