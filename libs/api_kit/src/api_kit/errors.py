@@ -55,7 +55,12 @@ from db_shared.errors import (
     RetryableError,
     UnauthenticatedError,
 )
-from db_shared.tenancy import InvalidTenantError, TenantMovedError, UnknownTenantError
+from db_shared.tenancy import (
+    InvalidTenantError,
+    TenantFrozenError,
+    TenantMovedError,
+    UnknownTenantError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +154,16 @@ ERROR_ANSWERS: tuple[tuple[type[Exception] | tuple[type[Exception], ...], Answer
     ),
     (IntegrityViolationError, Answer(409, "conflict", str, fields=_columns)),
     (InvalidDataError, Answer(422, "invalid", "A value is out of range or malformed.")),
+    (
+        TenantFrozenError,
+        Answer(
+            503,
+            "tenant_moving",
+            "This tenant's data is moving; writes resume within a second. Retry.",
+            retry_after=True,
+            log=(logging.INFO, "tenant frozen for a move"),
+        ),
+    ),
     (
         TenantMovedError,
         Answer(

@@ -25,6 +25,11 @@ from db_shared.errors import (
     NotNullViolationError,
     SerializationFailureError,
 )
+from db_shared.tenancy import TenantFrozenError
+
+# What the freeze trigger of a tenant move raises (db_kit.tenancy.moves): a write refused
+# while the tenant's data moves, answered as TenantFrozenError (503, retry shortly).
+FROZEN_SQLSTATE = "DBK01"
 
 _INTEGRITY: dict[str, type[IntegrityViolationError]] = {
     "23505": DuplicateEntryError,
@@ -106,6 +111,8 @@ def translate(
         state is None and isinstance(orig, psycopg.DataError)
     ):
         return InvalidDataError(f"PostgreSQL refused a value: {first_line(orig)}")
+    if state == FROZEN_SQLSTATE:
+        return TenantFrozenError()
     if state == "40001":
         return SerializationFailureError(
             "The transaction could not be serialized with a concurrent one; retry it."

@@ -30,6 +30,7 @@ from db_shared.protocols import (
 from db_shared.tenancy import (
     InvalidTenantError,
     Tenant,
+    TenantFrozenError,
     TenantMovedError,
     TenantRequiredError,
     TenantSuspendedError,
@@ -76,6 +77,7 @@ __all__ = [
     "Tenant",
     "TenantDirectory",
     "TenantDomains",
+    "TenantFrozenError",
     "TenantHealth",
     "TenantMovedError",
     "TenantRequiredError",

@@ -24,6 +24,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 from db_shared.errors import (
     ConfigurationError,
     DatabaseError,
+    DatabaseUnavailableError,
     ForbiddenError,
     NotFoundError,
     RetryableError,
@@ -79,6 +80,19 @@ class TenantMovedError(RetryableError):
     def __init__(self, slug: str, reason: str) -> None:
         self.slug = slug
         super().__init__(f"tenant {slug!r} was not found where it was placed ({reason}); retry")
+
+
+class TenantFrozenError(DatabaseUnavailableError):
+    """The tenant's writes are refused for a moment: its data is being moved to another
+    server (the freeze lasts well under a second). Retry shortly (HTTP 503 with
+    ``Retry-After``); reads keep working."""
+
+    retry_after = 1
+
+    def __init__(self, slug: str | None = None) -> None:
+        self.slug = slug
+        who = f"tenant {slug!r}" if slug else "this tenant"
+        super().__init__(f"writes of {who} are paused while its data moves; retry shortly")
 
 
 class TenantRequiredError(ConfigurationError, LookupError):

@@ -12,6 +12,7 @@ from db_kit.tenancy.registry import (
     SuperAdminMixin,
     TenantAuditMixin,
     TenantDomainMixin,
+    TenantMoveMixin,
     TenantPluginMixin,
     TenantRegistryMixin,
     TenantStatus,
@@ -61,6 +62,12 @@ class TenantAudit(TenantAuditMixin, RegistryBase):
     __tablename__ = "tenant_audit"
 
 
+class TenantMove(TenantMoveMixin, RegistryBase):
+    """A move of a tenant's data between servers, phase by phase."""
+
+    __tablename__ = "tenant_moves"
+
+
 Base = RegistryBase  # the name DatabaseConfig.models expects
 
 __all__ = [
@@ -72,6 +79,7 @@ __all__ = [
     "Tenant",
     "TenantAudit",
     "TenantDomain",
+    "TenantMove",
     "TenantPlugin",
     "TenantStatus",
 ]

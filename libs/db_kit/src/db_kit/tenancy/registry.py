@@ -52,11 +52,13 @@ from db_kit.sql import quote_identifier
 
 __all__ = [
     "REGISTRY_CHANNEL",
+    "MovePhase",
     "PluginMixin",
     "SuperAdminMixin",
     "TenantAuditMixin",
     "TenantDatabaseRegistryMixin",
     "TenantDomainMixin",
+    "TenantMoveMixin",
     "TenantPluginMixin",
     "TenantRecordMixin",
     "TenantRegistryMixin",
@@ -228,6 +230,59 @@ class TenantAuditMixin:
     action: Mapped[str] = mapped_column(String(40))
     tenant_slug: Mapped[str | None] = mapped_column(String(40))
     detail: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+
+
+class MovePhase(StrEnum):
+    """Where a tenant move stands (``db_kit.tenancy.moves``); each phase is recorded once
+    done, so a killed move resumes after its last one, or is rolled back."""
+
+    PLANNED = "planned"  # recorded; nothing made yet
+    COPIED = "copied"  # the tenant's tables made on the target (empty)
+    SYNCED = "synced"  # logical replication caught up (the dump method skips it)
+    FROZEN = "frozen"  # writes refused on the source
+    DRAINED = "drained"  # everything written before the freeze is on the target
+    FLIPPED = "flipped"  # the registry places the tenant on the target
+    DONE = "done"  # replication objects gone; the source kept under another name
+    ABORTED = "aborted"  # rolled back: the tenant is served from the source
+
+
+class TenantMoveMixin:
+    """One move of a tenant's data from a server to another, phase by phase.
+
+    At most one unfinished move per tenant (a partial unique index). ``source_copy`` names
+    the source's renamed copy (schema or database) kept after the flip for a rollback
+    window; ``copy_dropped_at`` is set once it is dropped.
+    """
+
+    @declared_attr.directive
+    @classmethod
+    def __table_args__(cls) -> tuple[Any, ...]:
+        return (
+            Index(
+                None,
+                "tenant_slug",
+                unique=True,
+                postgresql_where=text("phase NOT IN ('done', 'aborted')"),
+            ),
+        )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    tenant_slug: Mapped[str] = mapped_column(String(40))
+    source: Mapped[str] = mapped_column(String(63))
+    target: Mapped[str] = mapped_column(String(63))
+    method: Mapped[str] = mapped_column(String(20))
+    phase: Mapped[str] = mapped_column(String(20), server_default=MovePhase.PLANNED.value)
+    actor: Mapped[str] = mapped_column(String(320))
+    error: Mapped[str | None] = mapped_column(Text)
+    # Milliseconds from the freeze to the flip (writes refused meanwhile).
+    freeze_ms: Mapped[int | None] = mapped_column(Integer)
+    source_copy: Mapped[str | None] = mapped_column(String(63))
+    copy_dropped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 def registry_notify_sql(schema: str, tables: tuple[str, ...]) -> list[str]:
