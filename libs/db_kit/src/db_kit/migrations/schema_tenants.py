@@ -6,6 +6,13 @@ in revisions lands there too, and nothing outlives the transaction on the connec
 a per-tenant advisory lock. ``migrate_all`` skips tenants already at head after one look
 at the version tables, then runs the rest in worker processes: Alembic's command API keeps
 module-level state and is not thread-safe.
+
+A fleet (``<PREFIX>SERVERS``): a tenant's schema lives in the database of its server's
+primary (the registry row's ``server``; NULL: the home server), the registry only on the
+home server. ``migrate_all`` handles the servers concurrently (one thread each), each with
+its own connection, its own ``ALL_TENANTS_LOCK`` and its own helper processes; upgrades in
+this process take turns (``_ALEMBIC``). A server that cannot be reached fails its tenants
+only, each with the reason naming the server; a rerun resumes.
 """
 
 from __future__ import annotations
@@ -13,11 +20,18 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
@@ -38,7 +52,13 @@ from db_kit.migrations.locks import (
     with_lock_retries,
 )
 from db_kit.migrations.migrator import Migrator, ResetReport
-from db_kit.migrations.outcome import Outcome, TenantReport, select_tenants
+from db_kit.migrations.outcome import (
+    ALEMBIC_LOCK,
+    Outcome,
+    Placement,
+    TenantReport,
+    select_tenants,
+)
 from db_kit.sql import quote_identifier
 from db_kit.tenancy.registry import TenantRegistryMixin, TenantStatus
 from db_shared.errors import ConfigurationError, DuplicateEntryError, NotFoundError
@@ -49,6 +69,9 @@ ALL_TENANTS_LOCK = "tenants"
 # A helper process costs seconds to start (imports): worth it only for enough tenants.
 TENANTS_PER_HELPER = 100
 HELPER_BATCH = 20
+# One upgrade at a time in this process (the per-server threads of ``migrate_all`` take
+# turns; helper processes run their own).
+_ALEMBIC = ALEMBIC_LOCK
 
 
 class TenantExistsError(DuplicateEntryError):
@@ -62,7 +85,7 @@ class TenantRow:
     status: str
     revision: str | None
     last_error: str | None
-    # Its server (None: the default one).
+    # Its server, as the registry records it (None: the home server).
     server: str | None = None
 
 
@@ -78,7 +101,28 @@ class SchemaTenantMigrator:
         self.db = db
         self.tenancy: SchemaTenancy = db.tenancy
         self.migrator = Migrator(db, url)
-        self._applied: list[Any] = []
+        # Revisions applied by the current upgrade, per thread (for failure messages).
+        self._local = threading.local()
+
+    @cached_property
+    def placement(self) -> Placement:
+        """The servers of the fleet; the home one is this migrator's URL."""
+        return Placement.of(self.migrator.settings, self.migrator.url)
+
+    def server_of(self, row: TenantRow) -> str:
+        """The name of the server holding ``row``'s schema."""
+        return self.placement.name(row.server)
+
+    @contextmanager
+    def connect_server(self, server: str) -> Iterator[Connection]:
+        """A migration connection to ``server``'s primary (the home one: ``connect()``)."""
+        if server == self.placement.home:
+            with self.connect() as conn:
+                yield conn
+            return
+        url = self.placement.url(server)
+        with Migrator(self.db, url, settings=self.migrator.settings).connect() as conn:
+            yield conn
 
     @cached_property
     def script(self) -> ScriptDirectory:
@@ -162,47 +206,134 @@ class SchemaTenantMigrator:
 
     # provisioning ----------------------------------------------------------------------
 
-    def create(self, slug: str, name: str | None = None, region: str | None = None) -> TenantResult:
-        """Register the tenant, create its schema and migrate it, all in one transaction."""
+    def create(
+        self,
+        slug: str,
+        name: str | None = None,
+        region: str | None = None,
+        server: str | None = None,
+    ) -> TenantResult:
+        """Register the tenant, create its schema on its server and migrate it.
+
+        ``server``: a server of ``<PREFIX>SERVERS`` (``ConfigurationError`` naming the known
+        ones otherwise); None: the placement policy's choice (``Placement.choose``). On the
+        home server it is one transaction (registry row, schema, tables). On another server
+        the row is registered first (provisioning), the schema made and migrated there in
+        one transaction, then the row turns active; when that fails the row is removed, so
+        nothing is left half made. If the home server fails after the schema was made, the
+        row stays provisioning and ``tenants migrate --tenant SLUG`` finishes it.
+        """
+        validate_tenant_slug(slug)
         schema = self.tenancy.schema_for(slug)
         started = time.perf_counter()
+        placement = self.placement
         with self.connect() as conn:
+            target = placement.choose(server, lambda: placement.count_tenants(conn, self.model))
+            if conn.in_transaction():
+                conn.rollback()
+            if target != placement.home:
+                after = self._create_elsewhere(conn, slug, name, region, schema, target)
+                return TenantResult(
+                    slug, schema, None, after, Outcome.MIGRATED, None,
+                    time.perf_counter() - started,
+                )  # fmt: skip
             try:
-                with conn.begin():
-                    conn.execute(
-                        insert(self.model).values(
-                            {
-                                self.model.slug: slug,
-                                self.model.name: name or slug,
-                                self.model.schema_name: schema,
-                                self.model.region: region,
-                            }
-                        )
-                    )
+                with conn.begin(), _ALEMBIC:
+                    self._insert(conn, slug, name, region, schema, placement.stored(target))
                     conn.execute(text(f"CREATE SCHEMA {quote_identifier(schema)}"))
                     after = self._upgrade_in_transaction(conn, schema)
                     self._record(conn, slug, after, None)
             except DBAPIError as exc:
-                state = sqlstate(exc)
-                if state == "23505":  # unique_violation: slug or schema already registered
-                    raise TenantExistsError(
-                        table=self.table.name,
-                        columns=("slug",),
-                        message=f"tenant {slug} already exists (schema {schema}); pick another "
-                        f"slug, or drop it first with `db {self.db.name} tenants drop {slug}`.",
-                    ) from None
-                if state == "42P06":  # duplicate_schema: a schema nobody registered
-                    raise TenantExistsError(
-                        table=self.table.name,
-                        columns=("schema_name",),
-                        message=f"schema {schema} already exists but no tenant {slug} is "
-                        "registered for it (left by a registry reset or made by hand); "
-                        f'drop it (DROP SCHEMA "{schema}" CASCADE) or pick another slug.',
-                    ) from None
+                self._exists(exc, slug, schema, target)
                 raise
         return TenantResult(
             slug, schema, None, after, Outcome.MIGRATED, None, time.perf_counter() - started
         )
+
+    def _insert(
+        self,
+        conn: Connection,
+        slug: str,
+        name: str | None,
+        region: str | None,
+        schema: str,
+        server: str | None,
+    ) -> None:
+        conn.execute(
+            insert(self.model).values(
+                {
+                    self.model.slug: slug,
+                    self.model.name: name or slug,
+                    self.model.schema_name: schema,
+                    self.model.region: region,
+                    self.model.server: server,
+                }
+            )
+        )
+
+    def _exists(self, exc: DBAPIError, slug: str, schema: str, server: str) -> None:
+        """Raise ``TenantExistsError`` when ``exc`` says the slug or schema is taken."""
+        state = sqlstate(exc)
+        if state == "23505":  # unique_violation: slug or schema already registered
+            raise TenantExistsError(
+                table=self.table.name,
+                columns=("slug",),
+                message=f"tenant {slug} already exists (schema {schema}); pick another "
+                f"slug, or drop it first with `db {self.db.name} tenants drop {slug}`.",
+            ) from None
+        if state == "42P06":  # duplicate_schema: a schema nobody registered
+            on = f" on server {server}" if len(self.placement.primaries) > 1 else ""
+            raise TenantExistsError(
+                table=self.table.name,
+                columns=("schema_name",),
+                message=f"schema {schema} already exists{on} but no tenant {slug} is "
+                "registered for it (left by a registry reset or made by hand); "
+                f'drop it (DROP SCHEMA "{schema}" CASCADE) or pick another slug.',
+            ) from None
+
+    def _create_elsewhere(
+        self,
+        home: Connection,
+        slug: str,
+        name: str | None,
+        region: str | None,
+        schema: str,
+        server: str,
+    ) -> str | None:
+        """``create`` on a server other than the home one (see there for the order)."""
+        try:
+            with home.begin():
+                self._insert(home, slug, name, region, schema, server)
+        except DBAPIError as exc:
+            self._exists(exc, slug, schema, server)
+            raise
+        try:
+            with self.connect_server(server) as conn, conn.begin(), _ALEMBIC:
+                conn.execute(text(f"CREATE SCHEMA {quote_identifier(schema)}"))
+                after = self._upgrade_in_transaction(conn, schema)
+        except Exception as exc:
+            # The target's transaction was rolled back: nothing of the tenant is there.
+            try:
+                if home.in_transaction():
+                    home.rollback()
+                with home.begin():
+                    home.execute(delete(self.model).where(self.model.slug == slug))
+            except DBAPIError as forget_exc:  # pragma: no cover - the home server failed too
+                log.warning("could not unregister %s: %s", slug, forget_exc)
+            if isinstance(exc, DBAPIError):
+                self._exists(exc, slug, schema, server)
+            raise
+        try:
+            with home.begin():
+                self._record(home, slug, after, None)
+        except DBAPIError as exc:  # pragma: no cover - the home server failed meanwhile
+            raise ConfigurationError(
+                f"tenant {slug}'s schema {schema} was made and migrated on server {server}, "
+                f"but the registry could not be updated ({first_line(exc)}): it stays "
+                f"provisioning; run `db {self.db.name} tenants migrate --tenant {slug}` "
+                "to finish it."
+            ) from exc
+        return after
 
     def reset(self) -> ResetReport:
         """Development: the database's reset (default schema and every registered tenant
@@ -218,8 +349,14 @@ class SchemaTenantMigrator:
         """Drop the tenant's schema and its registry row (irreversible)."""
         validate_tenant_slug(slug)  # before any connection
         with self.connect() as conn, conn.begin():
-            schema = self.get(conn, slug).schema
-            conn.execute(text(f"DROP SCHEMA IF EXISTS {quote_identifier(schema)} CASCADE"))
+            row = self.get(conn, slug)
+            server = self.server_of(row)
+            drop = text(f"DROP SCHEMA IF EXISTS {quote_identifier(row.schema)} CASCADE")
+            if server == self.placement.home:
+                conn.execute(drop)
+            else:  # its server first: a server down leaves the tenant registered
+                with self.connect_server(server) as remote, remote.begin():
+                    remote.execute(drop)
             conn.execute(delete(self.model).where(self.model.slug == slug))
 
     # migrating -----------------------------------------------------------------------
@@ -229,7 +366,7 @@ class SchemaTenantMigrator:
         conn.execute(text(f"SET LOCAL search_path TO {quote_identifier(schema)}"))
         cfg = self.migrator.alembic_config(conn)
         cfg.attributes["tenant_schema"] = schema
-        cfg.attributes["applied"] = self._applied = []
+        cfg.attributes["applied"] = self._local.applied = []
         script = self.script
         # What alembic.command.upgrade does, minus building a ScriptDirectory (and compiling
         # every revision file) again for each of a thousand tenants.
@@ -265,20 +402,32 @@ class SchemaTenantMigrator:
             for sc in reversed(list(self.script.iterate_revisions("head", before or "base")))
             if sc is not None and sc.revision != before
         ]
-        done = len(getattr(self, "_applied", []))
+        done = len(getattr(self._local, "applied", []))
         if done < len(path):
             sc = self.script.get_revision(path[done])
             return f"revision {path[done]} ({(sc.doc if sc else '') or ''!r})"
         return "a revision"
 
-    def migrate_one(self, conn: Connection, tenant: TenantRow, before: str | None) -> TenantResult:
-        """Migrate one tenant in one transaction; a lock timeout is retried with backoff."""
+    def migrate_one(
+        self,
+        conn: Connection,
+        tenant: TenantRow,
+        before: str | None,
+        registry: Connection | None = None,
+    ) -> TenantResult:
+        """Migrate one tenant in one transaction; a lock timeout is retried with backoff.
+
+        ``conn`` is a connection to the tenant's server. ``registry``: a connection to the
+        home server when that is another one; the outcome is recorded there after the
+        upgrade committed (without it, in the upgrade's own transaction).
+        """
         started = time.perf_counter()
 
         def attempt() -> str | None:
-            with conn.begin():
+            with _ALEMBIC, conn.begin():
                 after = self._upgrade_in_transaction(conn, tenant.schema)
-                self._record(conn, tenant.slug, after, None)
+                if registry is None:
+                    self._record(conn, tenant.slug, after, None)
             return after
 
         try:
@@ -297,15 +446,17 @@ class SchemaTenantMigrator:
             reason = reason[:1000]
             if conn.in_transaction():
                 conn.rollback()
-            try:
-                with conn.begin():
-                    self._record(conn, tenant.slug, None, reason)
-            except DBAPIError as record_exc:  # e.g. the registry row is locked too
-                log.warning("could not record %s's failure: %s", tenant.slug, record_exc)
+            self._record_safely(registry if registry is not None else conn, tenant.slug, reason)
             return TenantResult(
                 tenant.slug, tenant.schema, before, before, Outcome.FAILED, reason,
                 time.perf_counter() - started, os.getpid(),
             )  # fmt: skip
+        if registry is not None:
+            try:
+                with registry.begin():
+                    self._record(registry, tenant.slug, after, None)
+            except DBAPIError as exc:  # migrated; the next run records it (``_sweep``)
+                log.warning("could not record %s's revision: %s", tenant.slug, exc)
         return TenantResult(
             tenant.slug,
             tenant.schema,
@@ -317,28 +468,38 @@ class SchemaTenantMigrator:
             os.getpid(),
         )
 
-    def plan(
-        self, conn: Connection, *, verify: bool = True, only: Sequence[str] | None = None
-    ) -> tuple[list[TenantResult], list[tuple[TenantRow, str | None]]]:
-        """(tenants already at head, tenants to migrate with their current revision).
+    def _record_safely(self, registry: Connection, slug: str, error: str) -> None:
+        """Record a failure; a registry that cannot take it is logged, not raised."""
+        try:
+            if registry.in_transaction():
+                registry.rollback()
+            with registry.begin():
+                self._record(registry, slug, None, error)
+        except Exception as record_exc:  # e.g. the registry row is locked too
+            log.warning("could not record %s's failure: %s", slug, record_exc)
 
-        ``verify=True`` reads every tenant's version table (the truth; a new backend opens a
-        thousand relations in ~0.1 s). ``verify=False`` trusts the registry for tenants it
-        records at head with no error (the runner writes that row in the same transaction
-        as the upgrade) once one catalog query has confirmed each such schema still has its
-        version table; every other tenant's version table is read.
-
-        ``only``: just these slugs (``UnknownTenantsError`` naming any the registry lacks).
-        """
-        head = self.head()
+    def _selected(self, conn: Connection, only: Sequence[str] | None) -> list[TenantRow]:
+        """The registry's tenants (``only``: these; ``UnknownTenantsError`` for others)."""
         tenants = self.tenants(conn)
-        if only is not None:
-            wanted = set(
-                select_tenants(
-                    [t.slug for t in tenants], only, f"the {self.db.name} tenant registry"
-                )
-            )
-            tenants = [t for t in tenants if t.slug in wanted]
+        if only is None:
+            return tenants
+        wanted = set(
+            select_tenants([t.slug for t in tenants], only, f"the {self.db.name} tenant registry")
+        )
+        return [t for t in tenants if t.slug in wanted]
+
+    def by_server(self, rows: Sequence[TenantRow]) -> dict[str, list[TenantRow]]:
+        """``rows`` grouped by server: the home server first, then by name."""
+        groups: dict[str, list[TenantRow]] = {}
+        for row in rows:
+            groups.setdefault(self.server_of(row), []).append(row)
+        home = self.placement.home
+        return {s: groups[s] for s in sorted(groups, key=lambda s: (s != home, s))}
+
+    def _plan_rows(
+        self, conn: Connection, tenants: Sequence[TenantRow], head: str, verify: bool
+    ) -> tuple[list[TenantResult], list[tuple[TenantRow, str | None]]]:
+        """``plan`` for tenants of one server, ``conn`` connected to it."""
         trusted: set[str] = set()
         if not verify:
             claimed = [
@@ -355,6 +516,65 @@ class SchemaTenantMigrator:
             if versions[t.schema] == head
         ]
         todo = [(t, versions[t.schema]) for t in tenants if versions[t.schema] != head]
+        return done, todo
+
+    def fleet_versions(
+        self, conn: Connection, rows: Sequence[TenantRow]
+    ) -> tuple[dict[str, str | None], dict[str, str]]:
+        """(schema -> current revision, server -> why it could not be read) for ``rows``,
+        ``conn`` being the home server's: one catalog and one union query per server."""
+        versions: dict[str, str | None] = {}
+        down: dict[str, str] = {}
+        for server, group in self.by_server(rows).items():
+            schemas = [r.schema for r in group]
+            if server == self.placement.home:
+                versions.update(self.versions(conn, schemas))
+                continue
+            try:
+                with self.connect_server(server) as remote:
+                    versions.update(self.versions(remote, schemas))
+            except Exception as exc:
+                down[server] = self._unreachable(server, exc)
+                versions.update(dict.fromkeys(schemas))
+        return versions, down
+
+    def _unreachable(self, server: str, exc: BaseException) -> str:
+        if isinstance(exc, ConfigurationError):
+            return str(exc)
+        return self.placement.unreachable(server, exc)
+
+    def plan(
+        self, conn: Connection, *, verify: bool = True, only: Sequence[str] | None = None
+    ) -> tuple[list[TenantResult], list[tuple[TenantRow, str | None]]]:
+        """(tenants already at head, tenants to migrate with their current revision).
+
+        ``verify=True`` reads every tenant's version table (the truth; a new backend opens a
+        thousand relations in ~0.1 s). ``verify=False`` trusts the registry for tenants it
+        records at head with no error (the runner writes that row in the same transaction
+        as the upgrade) once one catalog query has confirmed each such schema still has its
+        version table; every other tenant's version table is read.
+
+        ``conn`` is the home server's (the registry); tenants of other servers are looked
+        up there (one connection each); those of a server that does not answer are counted
+        as not at head, their revision unknown.
+
+        ``only``: just these slugs (``UnknownTenantsError`` naming any the registry lacks).
+        """
+        head = self.head()
+        done: list[TenantResult] = []
+        todo: list[tuple[TenantRow, str | None]] = []
+        for server, rows in self.by_server(self._selected(conn, only)).items():
+            if server == self.placement.home:
+                d, t = self._plan_rows(conn, rows, head, verify)
+            else:
+                try:
+                    with self.connect_server(server) as remote:
+                        d, t = self._plan_rows(remote, rows, head, verify)
+                except Exception as exc:
+                    log.warning("%s", self._unreachable(server, exc))
+                    d, t = [], [(r, None) for r in rows]
+            done.extend(d)
+            todo.extend(t)
         return done, todo
 
     def migrate_all(
@@ -377,32 +597,136 @@ class SchemaTenantMigrator:
         ``min_per_helper`` tenants for each. Which tenants are at head: see ``plan``
         (``verify=True`` reads every version table instead of trusting the registry).
         ``only``: just these tenants; an unknown slug raises before any is migrated.
+
+        Tenants are grouped by server; each server is handled in its own thread, with its
+        own ``ALL_TENANTS_LOCK`` and its own ``workers - 1`` helpers. A server that does not
+        answer fails only its tenants (reason: ``server NAME unreachable: ...``, recorded
+        in the registry); a rerun resumes. ``on_start`` is called with the growing total
+        of tenants to migrate as each server's plan is known (or fails).
         """
+        head = self.head()
+        self.script.revision_map.heads  # noqa: B018 - read the revisions once, before threads
+        with self.connect() as conn:
+            groups = self.by_server(self._selected(conn, only))
+            conn.rollback()
         results: list[TenantResult] = []
+        guard = threading.Lock()
+        total = 0
+
+        def started(count: int) -> None:
+            nonlocal total
+            with guard:
+                total += count
+                if on_start:
+                    on_start(total)
 
         def report(result: TenantResult) -> None:
-            results.append(result)
-            if on_result:
-                on_result(result)
+            with guard:
+                results.append(result)
+                if on_result:
+                    on_result(result)
 
-        with self.connect() as conn, migration_lock(conn, lock_key(ALL_TENANTS_LOCK, "*")):
-            done, todo = self.plan(conn, verify=verify, only=only)
+        def settled(done: list[TenantResult]) -> None:
+            with guard:
+                results.extend(done)
+
+        if not groups:
+            started(0)
+            return results
+        run = _ServerRun(self, head, verify, workers, min_per_helper, started, report, settled)
+        if len(groups) == 1:
+            ((server, rows),) = groups.items()
+            run(server, rows)
+            return results
+        with ThreadPoolExecutor(len(groups), thread_name_prefix="tenants") as threads:
+            for future in [threads.submit(run, server, rows) for server, rows in groups.items()]:
+                future.result()
+        return results
+
+
+@dataclass
+class _ServerRun:
+    """``migrate_all`` for the tenants of one server (called in its own thread)."""
+
+    tenants: SchemaTenantMigrator
+    head: str
+    verify: bool
+    workers: int
+    min_per_helper: int
+    started: Callable[[int], None]
+    report: Callable[[TenantResult], None]
+    settled: Callable[[list[TenantResult]], None]
+
+    def __call__(self, server: str, rows: list[TenantRow]) -> None:
+        reported: set[str] = set()
+
+        def report(result: TenantResult) -> None:
+            reported.add(result.slug)
+            self.report(replace(result, server=server))
+
+        def settled(done: list[TenantResult]) -> None:
+            self.settled([replace(r, server=server) for r in done])
+
+        try:
+            self._run(server, rows, report, settled)
+        except Exception as exc:
+            # Connecting, locking or planning failed (or the server went away meanwhile):
+            # every tenant of this server not yet reported fails with the reason.
+            reason = self.tenants._unreachable(server, exc)
+            log.warning("%s", reason)
+            left = [r for r in rows if r.slug not in reported]
+            self._fail(left, reason, report)
+
+    def _fail(
+        self, rows: list[TenantRow], reason: str, report: Callable[[TenantResult], None]
+    ) -> None:
+        if not rows:
+            return
+        self.started(len(rows))
+        try:
+            with self.tenants.connect() as registry, registry.begin():
+                for row in rows:
+                    self.tenants._record(registry, row.slug, None, reason)
+        except Exception as exc:  # the home server is down too: the table still says why
+            log.warning("could not record the failures: %s", exc)
+        for row in rows:
+            report(TenantResult(row.slug, row.schema, None, None, Outcome.FAILED, reason))
+
+    def _run(
+        self,
+        server: str,
+        rows: list[TenantRow],
+        report: Callable[[TenantResult], None],
+        settled: Callable[[list[TenantResult]], None],
+    ) -> None:
+        tenants = self.tenants
+        remote = server != tenants.placement.home
+        with ExitStack() as stack:
+            conn = stack.enter_context(tenants.connect_server(server))
+            registry = stack.enter_context(tenants.connect()) if remote else None
+            stack.enter_context(migration_lock(conn, lock_key(ALL_TENANTS_LOCK, "*")))
+            done, todo = tenants._plan_rows(conn, rows, self.head, self.verify)
             conn.rollback()
-            results.extend(done)
-            if on_start:
-                on_start(len(todo))
+            self._sweep(registry if registry is not None else conn, rows, done)
+            settled(done)
+            self.started(len(todo))
             queue = deque(todo)
-            helpers = min(workers - 1, len(todo) // max(1, min_per_helper))
+            helpers = min(self.workers - 1, len(todo) // max(1, self.min_per_helper))
             if helpers <= 0:
                 while queue:
-                    report(self.migrate_one(conn, *queue.popleft()))
-                return results
-            url = self.migrator.url.render_as_string(hide_password=False)
+                    report(tenants.migrate_one(conn, *queue.popleft(), registry=registry))
+                return
+            home_url = tenants.migrator.url.render_as_string(hide_password=False)
+            server_url = (
+                tenants.placement.url(server).render_as_string(hide_password=False)
+                if remote
+                else None
+            )
             with ProcessPoolExecutor(
                 max_workers=helpers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_worker_init,
-                initargs=(self.db, url),
+                initargs=(tenants.db, home_url, server_url),
             ) as pool:
                 pending: set[Future[list[TenantResult]]] = set()
                 while queue or pending:
@@ -416,10 +740,33 @@ class SchemaTenantMigrator:
                         batch = [queue.popleft() for _ in range(size)]
                         pending.add(pool.submit(_worker_migrate, batch))
                     if queue:
-                        report(self.migrate_one(conn, *queue.popleft()))
+                        report(tenants.migrate_one(conn, *queue.popleft(), registry=registry))
                     elif pending:
                         wait(pending, return_when=FIRST_COMPLETED)
-        return results
+
+    def _sweep(self, registry: Connection, rows: list[TenantRow], done: list[TenantResult]) -> None:
+        """Registry rows of tenants found at head that say otherwise (a failure recorded
+        while their server was down, a provisioning left by a failed create, a revision
+        not recorded) are brought up to date."""
+        at_head = {r.slug for r in done}
+        stale = [
+            r
+            for r in rows
+            if r.slug in at_head
+            and (
+                r.revision != self.head
+                or r.last_error is not None
+                or r.status == TenantStatus.PROVISIONING
+            )
+        ]
+        if not stale:
+            return
+        try:
+            with registry.begin():
+                for row in stale:
+                    self.tenants._record(registry, row.slug, self.head, None)
+        except DBAPIError as exc:
+            log.warning("could not bring the registry up to date: %s", exc)
 
 
 def _steps_to_head(script: ScriptDirectory, current: Any) -> list[MigrationStep]:
@@ -438,16 +785,27 @@ def _steps_to_head(script: ScriptDirectory, current: Any) -> list[MigrationStep]
 _worker: dict[str, Any] = {}
 
 
-def _worker_init(db: DatabaseConfig, url: str) -> None:
+def _worker_init(db: DatabaseConfig, url: str, server_url: str | None = None) -> None:
+    """A helper process: ``url`` is the home server's (the registry), ``server_url`` the
+    tenants' server when it is another one."""
     migrator = SchemaTenantMigrator(db, make_url(url))
-    engine = migrator.migrator.engine()
     _worker["migrator"] = migrator
-    conn = engine.connect()
-    set_migration_timeouts(conn, migrator.migrator.settings)
+    settings = migrator.migrator.settings
+    target = (
+        Migrator(db, make_url(server_url), settings=settings) if server_url else migrator.migrator
+    )
+    conn = target.engine().connect()
+    set_migration_timeouts(conn, settings)
     _worker["conn"] = conn
+    _worker["registry"] = None
+    if server_url:
+        registry = migrator.migrator.engine().connect()
+        set_migration_timeouts(registry, settings)
+        _worker["registry"] = registry
 
 
 def _worker_migrate(batch: list[tuple[TenantRow, str | None]]) -> list[TenantResult]:
     migrator: SchemaTenantMigrator = _worker["migrator"]
     conn: Connection = _worker["conn"]
-    return [migrator.migrate_one(conn, tenant, before) for tenant, before in batch]
+    registry: Connection | None = _worker["registry"]
+    return [migrator.migrate_one(conn, tenant, before, registry) for tenant, before in batch]

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, delete, insert, select, text, update
@@ -58,8 +59,9 @@ __all__ = [
     "hash_admin_token",
 ]
 
-# The name of the server a tenant without a placement lives on (the main URL's).
-DEFAULT_SERVER = "default"
+# The name shown for a tenant without a placement when the settings name no home server
+# (the main URL's server is ``main`` unless <PREFIX>SERVERS names it).
+DEFAULT_SERVER = "main"
 ADMIN_TOKEN_PREFIX = "sa_"  # noqa: S105 (a prefix that makes leaked tokens greppable)
 _DOMAIN = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(?:\.(?!-)[a-z0-9-]{1,63}(?<!-))+")
 _PLUGIN_ID = re.compile(r"[a-z][a-z0-9_.-]{0,99}")
@@ -82,7 +84,7 @@ class TenantInfo:
     region: str | None
     # Where its data lives: the schema (schema-per-tenant) or the database name.
     location: str
-    # The server that holds it (a name of <PREFIX>SERVERS; "default": the main one).
+    # The server that holds it (a name of <PREFIX>SERVERS; the home server when unplaced).
     server: str
     revision: str | None
     last_error: str | None
@@ -165,6 +167,14 @@ class TenantAdmin:
         self.TenantPlugin: Any = _mapped(registry, TenantPluginMixin)
         self.SuperAdmin: Any = _mapped(registry, SuperAdminMixin)
         self.Audit: Any = _mapped(registry, TenantAuditMixin)
+
+    @cached_property
+    def home_server(self) -> str:
+        """The name of the server holding the registry (shown for unplaced tenants)."""
+        try:
+            return self.db.settings().home_server() or DEFAULT_SERVER
+        except ConfigurationError:
+            return DEFAULT_SERVER
 
     # plumbing ------------------------------------------------------------------------
 
@@ -250,7 +260,7 @@ class TenantAdmin:
         ).all()
         return TenantInfo(
             slug=row.slug, name=row.name, status=row.status, region=row.region,
-            location=row.location, server=row.server or DEFAULT_SERVER, revision=row.revision,
+            location=row.location, server=row.server or self.home_server, revision=row.revision,
             last_error=row.last_error,
             created_at=row.created_at, updated_at=row.updated_at, domains=tuple(domains),
             plugins=tuple((p, bool(e)) for p, e in plugins),
@@ -364,13 +374,21 @@ class TenantAdmin:
         with self.connect() as conn, conn.begin():
             self._audit(conn, action, tenant, **detail)
 
-    def create(self, slug: str, name: str | None = None, region: str | None = None) -> TenantInfo:
-        """Register and provision a new tenant (schema or database), migrated to head."""
+    def create(
+        self,
+        slug: str,
+        name: str | None = None,
+        region: str | None = None,
+        *,
+        server: str | None = None,
+    ) -> TenantInfo:
+        """Register and provision a new tenant (schema or database), migrated to head, on
+        ``server`` (a name of ``<PREFIX>SERVERS``; None: the placement policy's choice)."""
         slug = validate_tenant_slug(slug)
         if self.schema_mode:
             from db_kit.migrations.schema_tenants import SchemaTenantMigrator
 
-            SchemaTenantMigrator(self.db, self.url).create(slug, name, region)
+            SchemaTenantMigrator(self.db, self.url).create(slug, name, region, server=server)
         else:
             from db_kit.migrations.database_tenants import TenantDatabaseMigrator
 
@@ -379,8 +397,10 @@ class TenantAdmin:
                 raise DuplicateEntryError(
                     table="tenants", columns=("slug",), message=f"tenant {slug} already exists."
                 )
-            migrator.create(slug, name=name, region=region)
-        self._record_change("create", slug, name=name or slug, region=region)
+            migrator.create(slug, name=name, region=region, server=server)
+        self._record_change(
+            "create", slug, name=name or slug, region=region, server=self.tenant(slug).server
+        )
         return self.tenant(slug)
 
     def drop(self, slug: str, *, force: bool = False) -> None:

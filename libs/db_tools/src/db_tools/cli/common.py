@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXIT_3",
+    "SERVER_HELP",
     "SQL_HELP",
     "VERIFY_HELP",
     "console",
@@ -41,6 +42,11 @@ SQL_HELP = (
 VERIFY_HELP = (
     "Read every tenant's version table instead of trusting registry rows at head "
     "(after restoring a schema from a backup or running Alembic by hand)."
+)
+SERVER_HELP = (
+    "The server (a name of <PREFIX>SERVERS) to put the new tenant on. Default: the "
+    "<PREFIX>PLACEMENT policy, fewest (the server holding the fewest tenants) or explicit "
+    "(then required when there are several servers)."
 )
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -12,6 +12,7 @@ from db_kit.config import DatabaseConfig
 from db_kit.migrations.outcome import Outcome
 from db_tools.cli.common import (
     EXIT_3,
+    SERVER_HELP,
     console,
     fail,
     handle_errors,
@@ -30,22 +31,28 @@ def migrate_tenant_databases(db: DatabaseConfig, only: list[str] | None = None) 
     summary; returns how many failed."""
     from db_kit.migrations import TenantDatabaseMigrator, TenantDatabaseResult
 
+    migrator = TenantDatabaseMigrator(db)
+    fleet = migrator.placement.configured  # <PREFIX>SERVERS set: name each tenant's server
+
     def report(r: TenantDatabaseResult) -> None:
+        where = f" ({r.server})" if fleet and r.server else ""
         if r.failed:
-            console.print(f"  {r.slug}: [red]failed[/]: {escape(r.error or '')}")
+            console.print(f"  {r.slug}{where}: [red]failed[/]: {escape(r.error or '')}")
         else:
             change = f"{r.before or '(empty)'} -> {r.after}" if r.before != r.after else ""
-            console.print(f"  {r.slug}: {r.status} {change}".rstrip())
+            console.print(f"  {r.slug}{where}: {r.status} {change}".rstrip())
 
-    migrator = TenantDatabaseMigrator(db)
     if only is None and not migrator.resolver.tenants:
         return 0  # no tenant database configured: nothing to say
     results = migrator.migrate_all(on_result=report, only=only)
     migrated = sum(r.status is Outcome.MIGRATED for r in results)
     failed = sum(r.failed for r in results)
+    servers = sorted({r.server for r in results if r.failed and r.server}) if fleet else []
     console.print(
         f"{db.name} tenant databases: {migrated} migrated, "
-        f"{len(results) - migrated - failed} already at head, {failed} failed."
+        f"{len(results) - migrated - failed} already at head, {failed} failed"
+        + (f" (on {', '.join(servers)})" if servers else "")
+        + ("; rerun to resume." if failed else ".")
     )
     return failed
 
@@ -82,6 +89,7 @@ def database_tenants_app(db: DatabaseConfig) -> typer.Typer | None:
         url: Annotated[str | None, typer.Option(help=CREATE_URL_HELP)] = None,
         title: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
         region: Annotated[str | None, typer.Option(help="Region label, e.g. us or eu.")] = None,
+        server: Annotated[str | None, typer.Option(help=SERVER_HELP)] = None,
     ) -> None:
         """Create the tenant's database (when missing) and migrate it to head; a tenant not
         in the tenant map and given no --url is registered in the control registry (its
@@ -89,10 +97,10 @@ def database_tenants_app(db: DatabaseConfig) -> typer.Typer | None:
         validate_tenant_slug(slug)
         migrator = TenantDatabaseMigrator(db)
         if registry and url is None and slug not in migrator.static:
-            info = _admin(db).create(slug, title, region)
+            info = _admin(db).create(slug, title, region, server=server)
             console.print(
-                f"{name}: tenant {slug} registered, database {info.location} created and "
-                f"migrated, at {info.revision or '-'}."
+                f"{name}: tenant {slug} registered, database {info.location} created on "
+                f"server {info.server} and migrated, at {info.revision or '-'}."
             )
             if not db.settings().multi_tenant:
                 prefix = str(db.settings_class.model_config.get("env_prefix", "")).upper()
@@ -101,7 +109,7 @@ def database_tenants_app(db: DatabaseConfig) -> typer.Typer | None:
                 )
             return
         try:
-            result = migrator.create(slug, url)
+            result = migrator.create(slug, url, server=server)
         except UnknownTenantError:
             unknown(slug)
             return
@@ -117,7 +125,7 @@ def database_tenants_app(db: DatabaseConfig) -> typer.Typer | None:
         """Every configured tenant with its database, revision and state."""
         migrator = TenantDatabaseMigrator(db)
         states = migrator.states()
-        table = Table("tenant", "database", "status", "revision", "state")
+        table = Table("server", "tenant", "database", "status", "revision", "state")
         for st in states:
             style = {Outcome.UP_TO_DATE: "green", Outcome.PENDING: "yellow"}.get(st.status, "red")
             status = (
@@ -126,8 +134,9 @@ def database_tenants_app(db: DatabaseConfig) -> typer.Typer | None:
                 else migrator.registered.get(st.slug, (None, "-"))[1]
             )
             table.add_row(
-                st.slug, st.database, status, st.revision or "-", f"[{style}]{st.state}[/]"
-            )
+                st.server or "-", st.slug, st.database, status, st.revision or "-",
+                f"[{style}]{st.state}[/]",
+            )  # fmt: skip
         console.print(table)
         for st in states:
             if st.error:
@@ -141,12 +150,15 @@ def database_tenants_app(db: DatabaseConfig) -> typer.Typer | None:
         migrator = TenantDatabaseMigrator(db)
         head = migrator.head() or "(several heads: merge them)"
         states = migrator.states()
-        table = Table("tenant", "database", "current", "head", "state")
+        table = Table("server", "tenant", "database", "current", "head", "state")
         behind = 0
         for st in states:
             style = {Outcome.UP_TO_DATE: "green", Outcome.PENDING: "yellow"}.get(st.status, "red")
             behind += st.status is not Outcome.UP_TO_DATE
-            table.add_row(st.slug, st.database, st.revision or "-", head, f"[{style}]{st.state}[/]")
+            table.add_row(
+                st.server or "-", st.slug, st.database, st.revision or "-", head,
+                f"[{style}]{st.state}[/]",
+            )  # fmt: skip
         console.print(table)
         for st in states:
             if st.error:

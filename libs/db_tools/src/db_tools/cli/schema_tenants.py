@@ -11,9 +11,9 @@ from rich.table import Table
 
 from db_kit.config import DatabaseConfig
 from db_kit.migrations.outcome import Outcome
-from db_kit.tenancy.admin import DEFAULT_SERVER
 from db_tools.cli.common import (
     EXIT_3,
+    SERVER_HELP,
     VERIFY_HELP,
     console,
     fail,
@@ -24,11 +24,11 @@ from db_tools.cli.tenant_ops import _admin, add_lifecycle_commands
 
 
 def _results_table(results: list[Any]) -> Table:
-    table = Table("tenant", "schema", "before", "after", "result", "seconds")
-    for r in sorted(results, key=lambda r: (not r.failed, r.slug)):
+    table = Table("server", "tenant", "schema", "before", "after", "result", "seconds")
+    for r in sorted(results, key=lambda r: (r.server, not r.failed, r.slug)):
         style = "red" if r.failed else ("green" if r.status is Outcome.MIGRATED else "dim")
         table.add_row(
-            r.slug, r.schema, r.before or "-", r.after or "-",
+            r.server or "-", r.slug, r.schema, r.before or "-", r.after or "-",
             f"[{style}]{r.status}[/]" + (f": {escape(r.error)}" if r.error else ""),
             f"{r.seconds:.2f}",
         )  # fmt: skip
@@ -56,17 +56,25 @@ def migrate_tenants(
     def finished(result: Any) -> None:
         progress.advance(task)
 
+    migrator = SchemaTenantMigrator(db)
+    fleet = migrator.placement.configured  # <PREFIX>SERVERS set: name each tenant's server
     with progress:
-        results = SchemaTenantMigrator(db).migrate_all(
+        results = migrator.migrate_all(
             workers=workers, on_start=started, on_result=finished, verify=verify, only=only
         )
     migrated = sum(r.status is Outcome.MIGRATED for r in results)
     failed = [r for r in results if r.failed]
     if migrated or failed:
         console.print(_results_table(results))
+    for r in sorted(failed, key=lambda r: (r.server, r.slug)):  # whole: a cell cuts it short
+        where = f" ({r.server})" if fleet and r.server else ""
+        console.print(f"  {r.slug}{where}: [red]failed[/]: {escape(r.error or '')}")
+    servers = sorted({r.server for r in failed if r.server}) if fleet else []
     console.print(
         f"{db.name} tenants: {migrated} migrated, {len(results) - migrated - len(failed)} "
-        f"already at head, {len(failed)} failed."
+        f"already at head, {len(failed)} failed"
+        + (f" (on {', '.join(servers)})" if servers else "")
+        + ("; rerun to resume." if failed else ".")
     )
     return failed
 
@@ -84,13 +92,14 @@ def tenants_app(db: DatabaseConfig) -> typer.Typer:
         slug: Annotated[str, typer.Argument(help="Lower-case letters, digits, _; 1-40 chars.")],
         title: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
         region: Annotated[str | None, typer.Option(help="Region label, e.g. us or eu.")] = None,
+        server: Annotated[str | None, typer.Option(help=SERVER_HELP)] = None,
     ) -> None:
-        """Register a tenant, create its schema and migrate it (one transaction; audited)."""
+        """Register a tenant, create its schema on its server and migrate it (audited)."""
         started = time.perf_counter()
-        info = _admin(db).create(slug, title, region)
+        info = _admin(db).create(slug, title, region, server=server)
         console.print(
-            f"{name}: tenant {slug} created in schema {info.location} at {info.revision} "
-            f"({time.perf_counter() - started:.2f}s)."
+            f"{name}: tenant {slug} created in schema {info.location} on server {info.server} "
+            f"at {info.revision} ({time.perf_counter() - started:.2f}s)."
         )
 
     @app.command("list")
@@ -101,10 +110,9 @@ def tenants_app(db: DatabaseConfig) -> typer.Typer:
         with migrator.connect() as conn:
             rows = migrator.tenants(conn)
         table = Table("server", "tenant", "schema", "status", "revision")
-        for row in rows:
-            table.add_row(
-                row.server or DEFAULT_SERVER, row.slug, row.schema, row.status, row.revision or "-"
-            )
+        for server, group in migrator.by_server(rows).items():
+            for row in group:
+                table.add_row(server, row.slug, row.schema, row.status, row.revision or "-")
         console.print(table)
 
     @app.command("status", epilog=EXIT_3)
@@ -115,22 +123,27 @@ def tenants_app(db: DatabaseConfig) -> typer.Typer:
         head = migrator.head()
         with migrator.connect() as conn:
             rows = migrator.tenants(conn)
-            versions = migrator.versions(conn, [r.schema for r in rows])
+            versions, down = migrator.fleet_versions(conn, rows)
         table = Table("server", "tenant", "schema", "current", "head", "state")
         behind = 0
-        for row in rows:
-            current = versions[row.schema]
-            state: str = Outcome.UP_TO_DATE if current == head else Outcome.PENDING
-            if row.last_error:
-                state = "[red]failed[/]"
-            behind += current != head
-            table.add_row(
-                row.server or DEFAULT_SERVER, row.slug, row.schema, current or "-", head, state
-            )
+        groups = migrator.by_server(rows)
+        for server, group in groups.items():
+            for row in group:
+                current = versions[row.schema]
+                state: str = Outcome.UP_TO_DATE if current == head else Outcome.PENDING
+                if server in down:
+                    state = f"[red]{Outcome.UNREACHABLE}[/]"
+                elif row.last_error:
+                    state = "[red]failed[/]"
+                behind += current != head
+                table.add_row(server, row.slug, row.schema, current or "-", head, state)
         console.print(table)
-        for row in rows:  # whole, below the table: a cell would cut the reason short
-            if row.last_error:
-                console.print(f"  {row.slug}: [red]failed[/]: {escape(row.last_error)}")
+        for server, reason in down.items():
+            console.print(f"  {server}: [red]{escape(reason)}[/]")
+        for group in groups.values():  # whole, below the table: a cell would cut it short
+            for row in group:
+                if row.last_error:
+                    console.print(f"  {row.slug}: [red]failed[/]: {escape(row.last_error)}")
         console.print(f"{len(rows)} tenant(s), {behind} not at head.")
         if behind:
             raise typer.Exit(3)
