@@ -348,3 +348,101 @@ def test_a_tenant_behind_head_is_refused(fleet: Fleet) -> None:
         fleet.mover().move(slug, to="pg2")
     assert fleet.placement(slug)[0] == "pg1"
     fleet.mover().abort(slug)
+
+
+# database-per-tenant ---------------------------------------------------------------------
+
+
+def test_a_tenant_database_moves_under_writers(pg_fleet: PostgresFleet) -> None:
+    """bibikos: the tenant's database moves from pg1 to pg2 (a publication for all its
+    tables); the registry's control database stays on pg1."""
+    import bibikos_db
+    from bibikos_db import BibikosSettings
+    from bibikos_db.config import REGISTRY as CONTROL
+    from db_kit.tenancy import TenantRoutedDatabase
+
+    pg1, pg2 = pg_fleet["pg1"], pg_fleet["pg2"]
+    control = pg1.create_database("moves_control")
+    Migrator(CONTROL, control).upgrade()
+    slug = f"db_{uuid.uuid4().hex[:8]}"
+    name = f"tenant_{slug}"
+    _sql_autocommit(pg1.url("postgres"), f"CREATE DATABASE {name}")
+    tenant_url = pg1.url(name)
+    Migrator(bibikos_db.CONFIG, tenant_url).upgrade()
+    _sql(
+        tenant_url,
+        "INSERT INTO auth_users (email) SELECT 'seed' || g || '@x.org' FROM generate_series(1, 500) g",
+    )
+    _sql(
+        control,
+        "INSERT INTO control.tenants (slug, name, database_name, status, server) "
+        "VALUES (:s, :s, :d, 'active', 'pg1')",
+        s=slug, d=name,
+    )  # fmt: skip
+    servers = {
+        "pg1": {"primary": control.render_as_string(hide_password=False)},
+        "pg2": {"primary": pg2.url("postgres").render_as_string(hide_password=False)},
+    }
+    settings = BibikosSettings(
+        url=control.render_as_string(hide_password=False),
+        servers=json.dumps(servers),
+        multi_tenant=True,
+        environment="test",
+        connect_timeout=3,
+    )
+    db = TenantRoutedDatabase(bibikos_db.CONFIG, settings=settings)
+    writers = Writers(db, slug)  # type: ignore[arg-type]
+    mover = TenantMover(bibikos_db.CONFIG, settings=settings)
+    result: list[object] = []
+
+    async def scenario() -> None:
+        task = asyncio.create_task(writers.run())
+        await asyncio.sleep(0.3)
+        result.append(await asyncio.to_thread(mover.move, slug, to="pg2"))
+        await asyncio.sleep(0.5)
+        writers.stop.set()
+        await task
+        await db.dispose()
+
+    try:
+        asyncio.run(scenario())
+        report = result[0]
+        assert report.phase == "done"  # type: ignore[attr-defined]
+        target = pg2.url(name)
+        emails = {str(r[0]) for r in _sql(target, "SELECT email FROM auth_users")}
+        assert [e for e in writers.inserted if e not in emails] == []
+        names = dict(_sql(target, "SELECT id, username FROM auth_users WHERE username IS NOT NULL"))
+        assert {i: n for i, n in writers.last_update.items() if names.get(i) != n} == {}
+        assert writers.errors == []
+        assert writers.inserted
+        (top,), (new,) = (
+            _sql(target, "SELECT max(id) FROM auth_users")[0],
+            _sql(target, "INSERT INTO auth_users (email) VALUES ('n@x.org') RETURNING id")[0],
+        )
+        assert int(new) > int(top)  # type: ignore[call-overload]
+        # The source database is kept under another name, frozen; no slot is left.
+        copy = report.source_copy  # type: ignore[attr-defined]
+        assert copy == f"{name}__moved_{report.move_id}"  # type: ignore[attr-defined]
+        assert pg1.scalar("SELECT count(*) FROM pg_database WHERE datname = %s", (copy,)) == 1
+        assert (
+            pg1.scalar(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'db_kit_move_%%'"
+            )
+            == 0
+        )
+        assert TenantMover(bibikos_db.CONFIG, settings=settings).drop_source_copy(slug) == [
+            f"pg1:{copy}"
+        ]
+    finally:
+        for server in (pg1, pg2):
+            _sql_autocommit(server.url("postgres"), f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        pg1.drop_database(control)
+
+
+def _sql_autocommit(url: URL, statement: str) -> None:
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(statement))
+    finally:
+        engine.dispose()
