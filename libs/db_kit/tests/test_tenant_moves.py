@@ -446,3 +446,43 @@ def _sql_autocommit(url: URL, statement: str) -> None:
             conn.execute(text(statement))
     finally:
         engine.dispose()
+
+
+def test_the_cli_moves_lists_and_drops_the_kept_copy(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from db_tools.cli import build_app
+
+    slug = fleet.new_tenant()
+    settings = fleet.settings()
+    monkeypatch.setenv("DATABASE_URL", fleet.urls["pg1"].render_as_string(hide_password=False))
+    monkeypatch.setenv("CORE_DB_SERVERS", str(settings.servers))
+    monkeypatch.setenv("CORE_DB_MULTI_TENANT", "true")
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    core_db.CONFIG.reset()
+    try:
+        runner = CliRunner()
+        app = build_app()
+        # Production asks first; without an answer nothing moves.
+        refused = runner.invoke(app, ["core", "tenants", "move", slug, "--to", "pg2"], input="n\n")
+        assert refused.exit_code == 1, refused.output
+        assert fleet.placement(slug)[0] == "pg1"
+        moved = runner.invoke(app, ["core", "tenants", "move", slug, "--to", "pg2", "--yes"])
+        assert moved.exit_code == 0, moved.output
+        assert f"tenant {slug} moved from pg1 to pg2 (logical)" in moved.output
+        assert "flipped" in moved.output
+        listed = runner.invoke(app, ["core", "tenants", "moves", slug])
+        assert listed.exit_code == 0, listed.output
+        assert "done" in listed.output
+        again = runner.invoke(app, ["core", "tenants", "move", slug, "--to", "pg2", "--yes"])
+        assert again.exit_code == 1
+        assert "already on server pg2" in again.output
+        dropped = runner.invoke(app, ["core", "tenants", "drop-moved", slug, "--yes"])
+        assert dropped.exit_code == 0, dropped.output
+        assert f"dropped pg1:tenant_{slug}__moved_" in dropped.output
+        for secret in {fleet.urls["pg1"].password, fleet.urls["pg2"].password}:
+            assert str(secret) not in moved.output + listed.output + again.output
+    finally:
+        core_db.CONFIG.reset()

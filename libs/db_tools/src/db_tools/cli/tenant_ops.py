@@ -1,6 +1,6 @@
 """Tenant lifecycle commands, the same for both tenancy modes (``db_kit.tenancy.admin``):
 
-``db NAME tenants suspend|reactivate|rename|clone|show|audit``,
+``db NAME tenants suspend|reactivate|rename|clone|show|audit|move|moves|drop-moved``,
 ``db NAME tenants domains add|remove``, ``db NAME tenants plugins ...`` and
 ``db NAME admins ...``. Every change is recorded in the registry's audit with the operator
 (``cli:<user>@<host>``) and the time.
@@ -59,8 +59,12 @@ def _show(db: DatabaseConfig, info: TenantInfo) -> None:
 
 
 def add_lifecycle_commands(app: typer.Typer, db: DatabaseConfig) -> None:
-    """Add the lifecycle commands to a ``db NAME tenants`` app (before ``with_database``)."""
+    """Add the lifecycle commands to a ``db NAME tenants`` app (before ``with_database``),
+    the move commands (``db_tools.cli.tenant_moves``) included."""
+    from db_tools.cli.tenant_moves import add_move_commands
+
     name = db.name
+    add_move_commands(app, db)
 
     @app.command("show")
     def show(slug: SLUG) -> None:
