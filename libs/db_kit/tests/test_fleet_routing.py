@@ -27,7 +27,7 @@ from db_kit.database import SQLAlchemyDatabase
 from db_kit.fleet import divided_settings
 from db_kit.migrations.migrator import Migrator
 from db_kit.migrations.schema_tenants import SchemaTenantMigrator
-from db_shared import DatabaseUnavailableError, transact
+from db_shared import DatabaseUnavailableError, NotFoundError, transact
 from db_shared.tenancy import TenantMovedError, UnknownTenantError, tenant_context
 from db_tools.fleet_testing import PostgresFleet
 
@@ -294,3 +294,69 @@ def _move_hooli_to_pg2_and_drop(home: URL, pg2: URL) -> None:
         "WHERE slug = 'hooli'",
     )
     _sql(home, "DROP SCHEMA tenant_hooli CASCADE")
+
+
+def test_rename_and_clone_of_a_tenant_on_another_server(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registry is on pg1, the tenant's schema on pg2: rename renames the schema on
+    pg2; clone makes the copy on pg2 too. Both are then routed there."""
+    from db_kit.tenancy.admin import TenantAdmin
+
+    settings = fleet.settings()
+    monkeypatch.setenv("DATABASE_URL", fleet.urls["pg1"].render_as_string(hide_password=False))
+    monkeypatch.setenv("CORE_DB_SERVERS", str(settings.servers))
+    monkeypatch.setenv("ENVIRONMENT", "test")
+    core_db.CONFIG.reset()
+    REGISTRY.reset()
+    try:
+        admin = TenantAdmin(core_db.CONFIG, actor="test")
+        created = admin.create("wayne", server="pg2")
+        assert created.server == "pg2"
+        _sql(
+            fleet.urls["pg2"], "INSERT INTO tenant_wayne.auth_users (id, email) VALUES (1, 'b@w.x')"
+        )
+        renamed = admin.rename("wayne", "wayne_ent")
+        assert (renamed.slug, renamed.location, renamed.server) == (
+            "wayne_ent",
+            "tenant_wayne_ent",
+            "pg2",
+        )
+        cloned = admin.clone("wayne_ent", "wayne_copy")
+        assert cloned.server == "pg2"
+        db = fleet.database()
+
+        async def owners() -> list[tuple[int, str]]:
+            found = []
+            for slug in ("wayne_ent", "wayne_copy"):
+                with tenant_context(slug):
+                    async with db.session() as s:
+                        found.append(await _owner(s))
+            await db.dispose()
+            return found
+
+        assert asyncio.run(owners()) == [(fleet.ports["pg2"], "b@w.x")] * 2
+        with pytest.raises(NotFoundError):
+            admin.clone("nosuch", "wayne_bad")
+        admin.drop("wayne_copy")
+        admin.drop("wayne_ent")
+        assert (
+            _sql_rows(
+                fleet.urls["pg2"],
+                "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'tenant_wayne%'",
+            )
+            == []
+        )
+    finally:
+        core_db.CONFIG.reset()
+
+
+def _sql_rows(url: URL, statement: str) -> list[tuple[object, ...]]:
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(statement))]
+    finally:
+        engine.dispose()

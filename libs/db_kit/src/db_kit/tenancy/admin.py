@@ -25,7 +25,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, delete, insert, select, text, update
+from sqlalchemy import Connection, Engine, Table, TextClause, delete, insert, select, text, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 
@@ -330,6 +330,7 @@ class TenantAdmin:
         tenant: the database keeps its name; the registry row maps the new slug to it.
         """
         new_slug = validate_tenant_slug(new_slug)
+        elsewhere = self.schema_mode and self.tenant(slug).server != self.home_server
         with self.connect() as conn, conn.begin():
             row = self._tenant_row(conn, slug, lock=True)
             if new_slug == row.slug:
@@ -341,13 +342,12 @@ class TenantAdmin:
             try:
                 with conn.begin_nested():
                     conn.execute(update(self.Tenant).where(self.Tenant.id == row.id).values(values))
-                    if self.schema_mode:
-                        conn.execute(
-                            text(
-                                f"ALTER SCHEMA {quote_identifier(row.location)} RENAME TO "
-                                f"{quote_identifier(values['schema_name'])}"
-                            )
-                        )
+                    if self.schema_mode and not elsewhere:
+                        conn.execute(_rename_schema(row.location, values["schema_name"]))
+                if elsewhere:
+                    # The schema lives on another server: renamed there first (its own
+                    # transaction), back again when the registry's commit fails.
+                    self._rename_on_server(row, values["schema_name"])
             except IntegrityError as exc:
                 if sqlstate(exc) == "23505":
                     raise DuplicateEntryError(
@@ -357,7 +357,7 @@ class TenantAdmin:
                     ) from None
                 raise
             except Exception as exc:
-                if sqlstate(exc) == "42P06":
+                if sqlstate(exc) == "42P06" or sqlstate(exc.__cause__ or exc) == "42P06":
                     raise DuplicateEntryError(
                         table="tenants",
                         columns=("slug",),
@@ -366,7 +366,19 @@ class TenantAdmin:
                     ) from None
                 raise
             self._audit(conn, "rename", new_slug, **{"from": row.slug, "to": new_slug})
-            return self._info(conn, self._tenant_row(conn, new_slug))
+            try:
+                return self._info(conn, self._tenant_row(conn, new_slug))
+            except BaseException:
+                if elsewhere:
+                    self._rename_on_server(row, row.location, current=values["schema_name"])
+                raise
+
+    def _rename_on_server(self, row: Any, new: str, *, current: str | None = None) -> None:
+        from db_kit.migrations.schema_tenants import SchemaTenantMigrator
+
+        migrator = SchemaTenantMigrator(self.db, self.url)
+        with migrator.connect_server(row.server) as server, server.begin():
+            server.execute(_rename_schema(current or row.location, new))
 
     # create, clone, drop ---------------------------------------------------------------
 
@@ -484,6 +496,9 @@ class TenantAdmin:
         migrator = SchemaTenantMigrator(self.db, self.url)
         assert self.db.tenancy is not None
         target = self.db.tenancy.schema_for(slug)
+        if source.server != self.home_server:
+            self._clone_schema_elsewhere(migrator, source, slug, target, name, region)
+            return
         t = self.Tenant
         with migrator.connect() as conn:
             try:
@@ -517,6 +532,33 @@ class TenantAdmin:
                         "slug.",
                     ) from None  # fmt: skip
                 raise
+
+    def _clone_schema_elsewhere(
+        self, migrator: Any, source: TenantInfo, slug: str, target: str,
+        name: str | None, region: str | None,
+    ) -> None:  # fmt: skip
+        """The clone of a template on another server than the registry's: made there (the
+        tenant registered, its schema migrated), then the rows copied in one transaction on
+        that server; the new tenant is dropped again when the copy fails."""
+        migrator.create(
+            slug, name, region if region is not None else source.region, server=source.server
+        )
+        try:
+            with migrator.connect_server(source.server) as conn, conn.begin():
+                src, dst = quote_identifier(source.location), quote_identifier(target)
+                for table in self._tenant_tables():
+                    columns = ", ".join(quote_identifier(c.name) for c in table.columns)
+                    name_ = quote_identifier(table.name)
+                    conn.execute(
+                        text(
+                            f"INSERT INTO {dst}.{name_} ({columns}) "
+                            f"SELECT {columns} FROM {src}.{name_}"
+                        )
+                    )
+                _advance_sequences(conn, target, self._tenant_tables())
+        except BaseException:
+            migrator.drop(slug)
+            raise
 
     def _clone_database(
         self, source: TenantInfo, slug: str, name: str | None, region: str | None
@@ -733,6 +775,10 @@ class TenantAdmin:
                 )
             ).first()
         return SuperAdminInfo(*row) if row is not None else None
+
+
+def _rename_schema(old: str, new: str) -> TextClause:
+    return text(f"ALTER SCHEMA {quote_identifier(old)} RENAME TO {quote_identifier(new)}")
 
 
 def _advance_sequences(conn: Connection, schema: str, tables: list[Table]) -> None:
