@@ -257,9 +257,14 @@ def test_the_cache_is_bounded_and_expires(counted: Counted) -> None:
         before = counted.queries
         await lookup.tenant_for_host("probe-499.example.test")
         assert counted.queries == before
-        await asyncio.sleep(0.35)  # past the TTL backstop
+        await asyncio.sleep(0.35)  # past the TTL backstop: answered, and read again aside
         await lookup.tenant_for_host("probe-499.example.test")
+        await until(lambda: counted.queries == before + 1)
+        await lookup.tenant_for_host("probe-499.example.test")  # the fresh answer
         assert counted.queries == before + 1
+        await asyncio.sleep(0.65)  # past twice the TTL: gone, read inline
+        await lookup.tenant_for_host("probe-499.example.test")
+        assert counted.queries == before + 2
         await lookup.aclose()
 
     asyncio.run(scenario())

@@ -8,8 +8,10 @@ tenant is refused by every worker process within milliseconds.
 
 The cache is only trusted while that listener is connected and listening: before it is,
 after its connection drops, and in a forked child until the child's own listener is up,
-every lookup queries the registry. While listening, entries also expire after ``ttl``
-seconds, in case a notification is lost. Unknown slugs and hosts are cached too, in a
+every lookup queries the registry. While listening, entries also age out after ``ttl``
+seconds, in case a notification is lost: an answer past its TTL is given once more while
+it is read again in the background (a busy tenant never waits on the registry), and is
+gone after twice the TTL. Unknown slugs and hosts are cached too, in a
 bounded LRU, so probing random hosts cannot grow memory.
 """
 
@@ -160,6 +162,9 @@ class RegistryLookup:
         self.keepalive = keepalive
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[str, str], _Cached] = OrderedDict()
+        # Keys read again in the background (answers past their TTL), and those tasks.
+        self._refreshing: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         # Bumped whenever the cache is emptied: an answer read before then is not stored.
         self._generation = 0
         self._pid = os.getpid()
@@ -292,17 +297,52 @@ class RegistryLookup:
     # the cache -----------------------------------------------------------------------------
 
     def _cached(self, key: tuple[str, str]) -> Any:
+        """The cached answer, or ``_MISSING``. An answer past its TTL (while the listener
+        is up: no change was announced) is still given for one more TTL, and read again in
+        the background meanwhile, so a busy tenant never waits on the registry; past that
+        it is gone."""
         if not self.listening:
             return _MISSING
         with self._lock:
             found = self._cache.get(key)
             if found is None:
                 return _MISSING
-            if found.expires <= time.monotonic():
-                del self._cache[key]
-                return _MISSING
+            now = time.monotonic()
+            if found.expires <= now:
+                if found.expires + self.ttl <= now:
+                    del self._cache[key]
+                    return _MISSING
+                self._refresh_soon(key)
             self._cache.move_to_end(key)
             return found.value
+
+    def _refresh_soon(self, key: tuple[str, str]) -> None:
+        """Read ``key``'s answer again in a background task (one at a time per key)."""
+        if key in self._refreshing:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._refreshing.add(key)
+        task = loop.create_task(self._refresh(key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _refresh(self, key: tuple[str, str]) -> None:
+        try:
+            generation = self._generation
+            kind, value = key
+            if kind == "tenant":
+                row = await self._first(self._tenant_query(value))
+                self._store(key, None if row is None else self._entry(row), generation)
+            else:
+                row = await self._first(self._host_query(value))
+                self._store(key, None if row is None else str(row[0]), generation)
+        except Exception as exc:  # the entry expires for good; the next lookup queries
+            log.debug("could not refresh registry answer %s: %s", key, exc)
+        finally:
+            self._refreshing.discard(key)
 
     def _begin(self) -> int | None:
         """Start the listener if needed; the generation to store under, None: do not store."""
@@ -339,6 +379,8 @@ class RegistryLookup:
         """In a forked child: the parent's listener, loop and answers are not ours."""
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        self._refreshing = set()
+        self._tasks = set()
         self._task = None
         self._loop = None
         self._listening = False
