@@ -23,7 +23,8 @@ from db_kit.fleet import ServerEngines
 from db_kit.replicas import ReplicaSet, ReplicaState
 from db_kit.settings import DatabaseSettings, ServerSettings, same_target
 from db_kit.tenancy.lookup import RegistryLookup, TenantEntry, served
-from db_kit.tenancy.schemas import SchemaRouter
+from db_kit.tenancy.registry import TenantStatus
+from db_kit.tenancy.schemas import TENANT_BIND_CACHE, SchemaRouter
 from db_shared.errors import DatabaseError
 from db_shared.positions import note_write, parse_lsn, required_position
 from db_shared.tenancy import TenantMovedError, UnknownTenantError, current_tenant
@@ -72,8 +73,10 @@ class SQLAlchemyDatabase:
         self._lookup: RegistryLookup | None = None
         self._server: ServerSettings | bool | None = False  # False: not looked at yet
         self._replicas: ReplicaSet | None = None
-        # Schema-per-tenant tenants on several servers (<PREFIX>SERVERS): engines per server.
+        # Schema-per-tenant tenants on several servers (<PREFIX>SERVERS): engines per server,
+        # and each tenant's last route (reused while its registry answer is unchanged).
         self._fleet: ServerEngines | bool | None = False  # False: not looked at yet
+        self._routes: dict[str, _Route] = {}
         if self._tracked:
             _live_databases.add(self)
 
@@ -154,13 +157,26 @@ class SQLAlchemyDatabase:
 
     async def _fleet_route(self, fleet: ServerEngines) -> _Route:
         """Where the current tenant's unit of work runs: its server's engines, viewed
-        with its schema."""
+        with its schema. Reused while the registry's cached answer is the same object."""
         slug = current_tenant().slug
-        entry = await self._placement(slug)
+        lookup = self._lookup
+        if lookup is not None:
+            entry = lookup.cached_tenant(slug)
+            if entry is not None:
+                route = self._routes.get(slug)
+                if route is not None and route.entry is entry:
+                    return route
+        with translating(self.translate):
+            entry = await self._placement(slug)
         router = self._router
         assert router is not None
         engines = fleet.engines(entry.server)
-        return _Route(entry, engines, router.binds_on(slug, entry.server or fleet.home, engines))
+        route = _Route(entry, engines, router.binds_on(slug, entry.server or fleet.home, engines))
+        if entry.status is TenantStatus.ACTIVE:
+            self._routes[slug] = route
+            if len(self._routes) > TENANT_BIND_CACHE:
+                self._routes.pop(next(iter(self._routes)))
+        return route
 
     async def _moved(self, route: _Route, exc: BaseException) -> TenantMovedError | None:
         """After a failure with a tenant-gone SQLSTATE: the placement read again; a
@@ -460,6 +476,7 @@ class SQLAlchemyDatabase:
             conn.execute(text("SELECT 1"))
 
     def _forget_routes(self) -> None:
+        self._routes = {}
         if self._router is not None:
             self._router.forget()
 
@@ -564,8 +581,7 @@ class _AsyncUnitOfWork:
             self._positions = bool(database._server)  # has replicas (decided with engines)
         else:
             assert isinstance(fleet, ServerEngines)
-            with translating(database.translate):
-                route = self._route = await database._fleet_route(fleet)
+            route = self._route = await database._fleet_route(fleet)
             engines, bind = route.engines, route.binds[0]
             self._positions = engines.tracks_writes
         session = engines.async_sessions(bind=bind)
@@ -641,8 +657,7 @@ class _ReadUnitOfWork:
             bind = binds[0] if binds else engines.async_engine
             replicas = database.replicas
         else:
-            with translating(database.translate):
-                route = self._route = await database._fleet_route(fleet)
+            route = self._route = await database._fleet_route(fleet)
             engines, bind = route.engines, route.binds[0]
             replicas = fleet.replicas(route.entry.server)
         connection: AsyncConnection | None = None

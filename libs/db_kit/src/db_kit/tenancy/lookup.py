@@ -177,6 +177,12 @@ class RegistryLookup:
 
     # public answers ----------------------------------------------------------------------
 
+    def cached_tenant(self, slug: str) -> TenantEntry | None:
+        """The cached registry row of ``slug`` when one is cached (no query, no await);
+        None otherwise (then ask ``tenant``). The same object until the answer changes."""
+        found = self._cached(("tenant", slug))
+        return found if isinstance(found, TenantEntry) else None
+
     async def tenant(self, slug: str) -> TenantEntry | None:
         """The registry row of ``slug`` (any status); None when there is none."""
         key = ("tenant", slug)

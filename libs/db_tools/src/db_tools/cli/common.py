@@ -4,6 +4,8 @@ database command its development server."""
 from __future__ import annotations
 
 import functools
+import getpass
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -22,6 +24,7 @@ __all__ = [
     "SERVER_HELP",
     "SQL_HELP",
     "VERIFY_HELP",
+    "cli_actor",
     "console",
     "err_console",
     "fail",
@@ -144,3 +147,12 @@ def with_database(app: typer.Typer, db: DatabaseConfig) -> typer.Typer:
 
         info.callback = handle_errors(functools.wraps(callback)(wrapped))
     return app
+
+
+def cli_actor() -> str:
+    """Who the audit records for a CLI change: the operating-system user and host."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name in this environment (e.g. a bare container uid)
+        user = "unknown"
+    return f"cli:{user}@{socket.gethostname()}"

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from db_tools.cli.common import console, fail
+from db_tools.cli.common import cli_actor, console, fail
 
 if TYPE_CHECKING:
     from db_kit.config import DatabaseConfig
@@ -22,7 +22,6 @@ SLUG = Annotated[str, typer.Argument(help="The tenant's slug.", show_default=Fal
 
 def _mover(db: DatabaseConfig, *, verbose: bool = False) -> TenantMover:
     from db_kit.tenancy.moves import TenantMover
-    from db_tools.cli.tenant_ops import cli_actor
 
     began = time.perf_counter()
 

@@ -8,16 +8,14 @@
 
 from __future__ import annotations
 
-import getpass
 import json
-import socket
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from db_tools.cli.common import console, err_console, fail, with_database
+from db_tools.cli.common import cli_actor, console, err_console, fail, with_database
 
 if TYPE_CHECKING:
     from db_kit.config import DatabaseConfig
@@ -26,15 +24,6 @@ if TYPE_CHECKING:
 __all__ = ["add_lifecycle_commands", "admins_app", "cli_actor"]
 
 SLUG = Annotated[str, typer.Argument(help="The tenant's slug.", show_default=False)]
-
-
-def cli_actor() -> str:
-    """Who the audit records for a CLI change: the operating-system user and host."""
-    try:
-        user = getpass.getuser()
-    except Exception:  # no user name in this environment (e.g. a bare container uid)
-        user = "unknown"
-    return f"cli:{user}@{socket.gethostname()}"
 
 
 def _admin(db: DatabaseConfig) -> TenantAdmin:
