@@ -153,6 +153,9 @@ def test_a_server_down_answers_503_for_its_tenants_only(
             assert answer["tenants"]["initech"] == "database_unavailable"
             assert answer["tenants"]["acme"] == "ok"
             assert "127.0.0.1" not in ready.text  # reason classes, never hosts
+            metrics = client.get("/metrics").text
+            assert 'db_server_up{database="core",server="pg2"} 0.0' in metrics
+            assert 'db_server_up{database="core",server="pg1"} 1.0' in metrics
         finally:
             pg_fleet["pg2"].start()
         # The same process serves pg2's tenants again, no restart.

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from db_kit.config import DatabaseConfig
 from db_kit.engine import WROTE, Engines, build_engines
 from db_kit.errors import ConstraintColumns, sqlstate, translate, translating
-from db_kit.fleet import ServerEngines
+from db_kit.fleet import SERVER_UP, ServerEngines
 from db_kit.replicas import ReplicaSet, ReplicaState
 from db_kit.settings import DatabaseSettings, ServerSettings, same_target
 from db_kit.tenancy.lookup import RegistryLookup, TenantEntry, served
@@ -469,7 +469,10 @@ class SQLAlchemyDatabase:
             return None
 
         names = list(fleet.servers)
-        return dict(zip(names, await asyncio.gather(*map(one, names)), strict=True))
+        found = dict(zip(names, await asyncio.gather(*map(one, names)), strict=True))
+        for server, reason in found.items():
+            SERVER_UP.labels(self.name, server).set(0 if reason else 1)
+        return found
 
     def ping_sync(self) -> None:
         with translating(self.translate), self.engines.sync_engine.connect() as conn:

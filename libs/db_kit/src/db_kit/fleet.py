@@ -14,6 +14,7 @@ import math
 import threading
 from collections.abc import Callable
 
+from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db_kit.engine import Engines, build_engines
@@ -21,7 +22,13 @@ from db_kit.replicas import ReplicaSet
 from db_kit.settings import DatabaseSettings, ServerSettings
 from db_shared.errors import ConfigurationError
 
-__all__ = ["ServerEngines", "divided_settings"]
+__all__ = ["SERVER_UP", "ServerEngines", "divided_settings"]
+
+SERVER_UP = Gauge(
+    "db_server_up",
+    "Whether each server of a fleet answered its last health check (1) or not (0).",
+    ["database", "server"],
+)
 
 
 def divided_settings(settings: DatabaseSettings, servers: int) -> DatabaseSettings:
