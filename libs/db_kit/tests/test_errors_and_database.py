@@ -180,3 +180,17 @@ def test_transact_reruns_a_unit_of_work_that_lost_a_serialization_race(
     with pytest.raises(SerializationFailureError):
         asyncio.run(scenario(1))
     other.dispose()
+
+
+def test_a_write_refused_as_read_only_is_unavailable_not_a_500(db: SQLAlchemyDatabase) -> None:
+    """What a write meets on a server in recovery (a proxy routing to a standby, a primary
+    still being promoted): SQLSTATE 25006, answered as a retryable 503."""
+
+    def write_read_only() -> None:
+        with db.sync_session() as s:
+            s.execute(text("SET TRANSACTION READ ONLY"))
+            s.execute(text("INSERT INTO roles (name) VALUES ('x')"))
+
+    with pytest.raises(DatabaseUnavailableError, match="refused a write as read-only") as info:
+        write_read_only()
+    assert "retry shortly" in str(info.value)

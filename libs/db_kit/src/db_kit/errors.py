@@ -39,6 +39,8 @@ _INTEGRITY: dict[str, type[IntegrityViolationError]] = {
 }
 # Server-side states meaning "this server cannot serve you now", besides class 08.
 _UNAVAILABLE = {"57P01", "57P02", "57P03", "53300", "53400"}
+# read_only_sql_transaction: a write on a server in recovery (see translate).
+READ_ONLY_SQLSTATE = "25006"
 
 
 class ConstraintColumns:
@@ -120,6 +122,18 @@ def translate(
     if state == "40P01":
         return DeadlockDetectedError(
             "PostgreSQL aborted this transaction to break a deadlock; retry it."
+        )
+    if state == READ_ONLY_SQLSTATE:
+        # A write reached a server in recovery: a standby a proxy still routes to, or a
+        # primary being promoted (Patroni's /primary answers before promotion ends).
+        host, port = _describe_target(url)
+        where = f"PostgreSQL at {host}:{port}" if host else "The database server"
+        return DatabaseUnavailableError(
+            f"{where} refused a write as read-only ({first_line(orig)}): a failover is in "
+            "progress, or the URL names a standby; retry shortly (writes inside "
+            "read_session() are refused the same way).",
+            host=host,
+            port=port,
         )
     connection_lost = isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
     if (
