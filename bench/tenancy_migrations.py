@@ -7,10 +7,16 @@
     to the schema, ``tenant_schema`` handed to the shared env.py). Target: >= 50x.
 (b) One pending revision adding a nullable column, from a throwaway copy of core_db's
     migrations (the repository's are never touched): ``migrate_all`` with 2 workers (this
-    process and a helper that joins once started), with 1, and the same DDL and version
-    bookkeeping in one psql script over all schemas, one transaction per schema (the floor).
+    process, and a helper when the probe says one is worth starting), with 1, and the same
+    DDL and version bookkeeping in one psql script over all schemas, one transaction per
+    schema (the floor); ``--rounds`` rounds, alternated, medians.
+    Prints ``ratio pending-column = X`` (workers=2 / psql; target <= 2.0).
+(c) Provisioning one tenant: ``SchemaTenantMigrator.create`` (one migrator, as a service
+    keeps it) against a new psycopg connection running the template tenant's pg_dump (CREATE
+    SCHEMA, tables, indexes, version row) and the registry INSERT in one transaction;
+    alternated, medians. Prints ``ratio provision = X`` (target <= 2.0).
 
-    uv run python bench/tenancy_migrations.py [--tenants 1000] [--workers 2]
+    uv run python bench/tenancy_migrations.py [--tenants 1000] [--workers 2] [--rounds 3]
 
 Not a test: it prints numbers. One tenant is provisioned with ``SchemaTenantMigrator.create``;
 the others are copies of its schema (see ``tenancy_sessions.clone_tenants``).
@@ -73,8 +79,7 @@ def pending_config(root: Path, down: str) -> DatabaseConfig:
     """core_db's config with a temporary copy of its migrations plus one more revision."""
     import core_db
     from core_db import CoreSettings
-    from core_db.config import REGISTRY
-    from db_kit.config import DatabaseConfig, SchemaTenancy
+    from db_kit.config import DatabaseConfig
 
     package = f"bench_core_{uuid.uuid4().hex[:8]}"
     (root / package).mkdir()
@@ -94,7 +99,7 @@ def pending_config(root: Path, down: str) -> DatabaseConfig:
         settings_class=CoreSettings,
         models="core_db.models",
         migrations=f"{package}.migrations",
-        tenancy=SchemaTenancy(registry=REGISTRY),
+        tenancy=core_db.CONFIG.tenancy,
     )
 
 
@@ -183,7 +188,7 @@ def alembic_loop(tenants: SchemaTenantMigrator) -> float:
 def summary(results: list[TenantResult], seconds: float) -> str:
     states: dict[str, int] = {}
     for r in results:
-        states[r.status] = states.get(r.status, 0) + 1
+        states[str(r.status)] = states.get(str(r.status), 0) + 1
     worked = [r.seconds for r in results if r.status == "migrated"]
     per_tenant = f", {statistics.mean(worked) * 1e3:.0f} ms per tenant" if worked else ""
     return f"{seconds:7.2f} s  {states}{per_tenant}"
@@ -236,49 +241,133 @@ def run(args: argparse.Namespace, url: URL, folder: Path) -> None:
     print(f"\n(b) one pending nullable column, {args.tenants} tenants", flush=True)
     pending = SchemaTenantMigrator(pending_config(folder, head), url)
     assert pending.head() == REVISION
-    times: dict[str, float] = {}
-    for label, workers in [(f"workers={args.workers}", args.workers), ("workers=1", 1)]:
-        reset(url, schemas, head, folder)
-        stamps: list[float] = []
-
-        def stamp(result: TenantResult, stamps: list[float] = stamps) -> None:
-            stamps.append(time.perf_counter())
-
-        began = time.perf_counter()
-        results = pending.migrate_all(workers=workers, on_result=stamp)
-        times[label] = time.perf_counter() - began
-        failed = [r for r in results if r.failed]
-        assert not failed, failed[:3]
-        check(url, schemas, REVISION, column=True)
-        steady = (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1)
-        print(
-            f"    migrate_all {label:<22}{summary(results, times[label])}; first result "
-            f"after {stamps[0] - began:.2f} s, then one every {steady * 1e3:.1f} ms",
-            flush=True,
-        )
-    reset(url, schemas, head, folder)
-    check(url, schemas, head, column=False)
+    ours = f"workers={args.workers}"
+    subjects: list[tuple[str, int]] = [(ours, args.workers), ("workers=1", 1), ("psql", 0)]
     script = floor_script(schemas, slugs)
-    began = time.perf_counter()
-    psql(url, script, folder)
-    times["psql"] = time.perf_counter() - began
-    check(url, schemas, REVISION, column=True)
+    times: dict[str, list[float]] = {label: [] for label, _ in subjects}
+    for round_ in range(args.rounds):
+        # Alternated, the order rotating each round: the machine's load hits all three.
+        order = subjects[round_ % 3 :] + subjects[: round_ % 3]
+        for label, workers in order:
+            reset(url, schemas, head, folder)
+            check(url, schemas, head, column=False)
+            if not workers:
+                began = time.perf_counter()
+                psql(url, script, folder)
+                times["psql"].append(time.perf_counter() - began)
+                check(url, schemas, REVISION, column=True)
+                print(
+                    f"    [{round_ + 1}] one psql script (the floor)   {times['psql'][-1]:7.2f} s  "
+                    f"{times['psql'][-1] / args.tenants * 1e3:.2f} ms per tenant",
+                    flush=True,
+                )
+                continue
+            stamps: list[float] = []
+
+            def stamp(result: TenantResult, stamps: list[float] = stamps) -> None:
+                stamps.append(time.perf_counter())
+
+            began = time.perf_counter()
+            results = pending.migrate_all(workers=workers, on_result=stamp)
+            times[label].append(time.perf_counter() - began)
+            failed = [r for r in results if r.failed]
+            assert not failed, failed[:3]
+            check(url, schemas, REVISION, column=True)
+            steady = (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1)
+            pids = len({r.pid for r in results})
+            print(
+                f"    [{round_ + 1}] migrate_all {label:<18}{summary(results, times[label][-1])}; "
+                f"{pids} process(es); first result after {stamps[0] - began:.3f} s, then one "
+                f"every {steady * 1e3:.2f} ms",
+                flush=True,
+            )
+    median = {label: statistics.median(values) for label, values in times.items()}
+    paired = [a / b for a, b in zip(times[ours], times["psql"], strict=True)]
     print(
-        f"    one psql script (the floor)       {times['psql']:7.2f} s  "
-        f"{times['psql'] / args.tenants * 1e3:.1f} ms per tenant"
+        f"    medians of {args.rounds}: {ours} {median[ours]:.2f} s, workers=1 "
+        f"{median['workers=1']:.2f} s, psql {median['psql']:.2f} s; per round {ours} / psql: "
+        + ", ".join(f"{r:.2f}" for r in paired)
     )
-    parallel = times[f"workers={args.workers}"]
+    ratio = median[ours] / median["psql"]
     print(
-        f"    ratios: workers=1 / workers={args.workers} = {times['workers=1'] / parallel:.2f}; "
-        f"workers={args.workers} / psql = {parallel / times['psql']:.1f}; "
-        f"workers=1 / psql = {times['workers=1'] / times['psql']:.1f}"
+        f"ratio pending-column = {ratio:.2f} ({'meets' if ratio <= 2.0 else 'ABOVE'} the 2.0 "
+        f"target; workers=1 / psql = {median['workers=1'] / median['psql']:.2f})",
+        flush=True,
     )
+
+    provision(args, url, slugs[0])
+
+
+def provision(args: argparse.Namespace, url: URL, template: str) -> None:
+    """(c) ``SchemaTenantMigrator.create`` against the raw floor: a new connection, one
+    transaction with the template tenant's DDL (pg_dump of its schema: CREATE SCHEMA, the
+    tables, indexes and version row) and the registry row, commit."""
+    import psycopg
+
+    import core_db
+    from db_kit.migrations.schema_tenants import SchemaTenantMigrator
+
+    if TYPE_CHECKING:
+        from bench.tenancy_sessions import dump_schema
+    else:
+        from tenancy_sessions import dump_schema
+
+    print(f"\n(c) provision one tenant, {args.rounds * 5} of each, alternated", flush=True)
+    tenants = SchemaTenantMigrator(core_db.CONFIG, url)
+    source = tenants.tenancy.schema_for(template)
+    script = dump_schema(url, source)
+    head = tenants.head()
+    register = (
+        "INSERT INTO core.tenants (slug, name, schema_name, status, revision, migrated_at) "
+        "VALUES (%s, %s, %s, 'active', %s, now())"
+    )
+
+    def raw(slug: str) -> float:
+        schema = tenants.tenancy.schema_for(slug)
+        began = time.perf_counter()
+        with psycopg.connect(**psycopg_kwargs(url)) as conn:
+            conn.execute(script.replace(source, schema))
+            conn.execute(register, (slug, slug, schema, head))
+        return time.perf_counter() - began
+
+    def ours(slug: str) -> float:
+        began = time.perf_counter()
+        tenants.create(slug)
+        return time.perf_counter() - began
+
+    first = ours("prov_first")  # renders the revisions once (per migrator)
+    times: dict[str, list[float]] = {"ours": [], "raw": []}
+    for i in range(args.rounds * 5):
+        pair = [("ours", ours), ("raw", raw)]
+        for label, fn in pair if i % 2 == 0 else pair[::-1]:
+            times[label].append(fn(f"prov_{label}_{i}"))
+    with psycopg.connect(**psycopg_kwargs(url)) as conn:
+        shapes = conn.execute(
+            "SELECT n.nspname, count(*) FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE n.nspname LIKE 'tenant_prov_%%' GROUP BY 1"
+        ).fetchall()
+        versions = conn.execute(
+            "SELECT count(*) FROM core.tenants WHERE slug LIKE 'prov_%%' AND revision = %s "
+            "AND status = 'active'",
+            (head,),
+        ).fetchall()
+    assert len({n for _, n in shapes}) == 1, shapes  # the same relations in every schema
+    assert len(shapes) == versions[0][0] == 1 + 2 * args.rounds * 5, (shapes, versions)
+    median = {label: statistics.median(values) for label, values in times.items()}
+    print(
+        f"    SchemaTenantMigrator.create   median {median['ours'] * 1e3:6.1f} ms "
+        f"(first, rendering the revisions: {first * 1e3:.1f} ms)\n"
+        f"    raw connect + pg_dump DDL     median {median['raw'] * 1e3:6.1f} ms"
+    )
+    ratio = median["ours"] / median["raw"]
+    print(f"ratio provision = {ratio:.2f} ({'meets' if ratio <= 2.0 else 'ABOVE'} the 2.0 target)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--tenants", type=int, default=1000, help="tenant schemas")
     parser.add_argument("--workers", type=int, default=2, help="worker processes of (b)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternated rounds of (b)/(c)")
     args = parser.parse_args()
     if args.tenants < 2:
         parser.error("--tenants must be at least 2")

@@ -13,15 +13,20 @@ at once apply the revisions once.
 
 from __future__ import annotations
 
+import io
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 from alembic import context
+from alembic.operations import Operations
 from alembic.operations.ops import MigrationScript
 from alembic.runtime.migration import MigrationContext
+from alembic.script import Script
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.schema import CreateTable
 
 from db_kit.config import DatabaseConfig, _import
 from db_kit.engine import build_admin_engine
@@ -126,6 +131,68 @@ def _run_online(connection: Connection, db: DatabaseConfig, tenant_schema: str |
         )
         with context.begin_transaction():
             context.run_migrations()
+
+
+class NeedsConnectionError(Exception):
+    """A revision asked for the connection or the migration context while being rendered
+    to SQL (``render_upgrades``): it can only run online."""
+
+
+def _refuse(name: str) -> Callable[..., NoReturn]:
+    def refuse(*args: Any, **kwargs: Any) -> NoReturn:
+        raise NeedsConnectionError(f"op.{name}()")
+
+    return refuse
+
+
+def render_upgrades(db: DatabaseConfig, dialect: Dialect, revisions: Sequence[Script]) -> list[str]:
+    """Each revision's ``upgrade()`` rendered to SQL once, through Alembic's offline mode
+    (``alembic upgrade --sql``) with ``dialect`` (a live connection's: the same compiler,
+    quoting and server version as an online run), without schema: the statements act
+    wherever ``search_path`` points. Version bookkeeping is not included.
+
+    Raises when a revision cannot be rendered faithfully: it asks for ``op.get_bind()`` or
+    ``op.get_context()`` (``NeedsConnectionError``), uses ``alembic.context`` (no
+    environment here), or fails in any other way; such revisions run online.
+    """
+    buffer = io.StringIO()
+    options = configure_options(db)
+    options.update(
+        as_sql=True,
+        output_buffer=buffer,
+        literal_binds=True,
+        version_table_schema=None,
+        transaction_per_migration=False,
+    )
+    ctx = MigrationContext.configure(dialect=dialect, opts=options)
+    ops = Operations(ctx)
+    # ``op`` while rendering: every operation, but no way to the connection or the context
+    # (whatever reads the database, or branches on it, must run online).
+    for name in ("get_bind", "get_context"):
+        setattr(ops, name, _refuse(name))
+    rendered: list[str] = []
+    ops._install_proxy()
+    try:
+        for revision in revisions:
+            revision.module.upgrade()
+            rendered.append(buffer.getvalue().strip())
+            buffer.seek(0)
+            buffer.truncate()
+    finally:
+        ops._remove_proxy()
+    return rendered
+
+
+def render_version_table(dialect: Dialect, version_table: str) -> str:
+    """``CREATE TABLE`` of Alembic's version table, without schema (Alembic's own
+    ``version_table_impl`` for the dialect, with its primary key)."""
+    ctx = MigrationContext.configure(
+        dialect=dialect, opts={"as_sql": True, "output_buffer": io.StringIO()}
+    )
+    table = ctx.impl.version_table_impl(
+        version_table=version_table, version_table_schema=None, version_table_pk=True
+    )
+    return str(CreateTable(table).compile(dialect=dialect)).strip() + ";"
 
 
 def run_env(config_path: str) -> None:

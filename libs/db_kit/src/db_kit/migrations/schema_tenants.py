@@ -17,9 +17,11 @@ only, each with the reason naming the server; a rerun resumes.
 
 from __future__ import annotations
 
+import ast
 import logging
 import multiprocessing
 import os
+import re
 import threading
 import time
 from collections import deque
@@ -34,6 +36,7 @@ from concurrent.futures import (
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from alembic.runtime.environment import EnvironmentContext
@@ -42,10 +45,18 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Table, case, delete, func, insert, inspect, select, text, update
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.dml import Update
 
 from db_kit.config import DatabaseConfig, SchemaTenancy
 from db_kit.errors import first_line, sqlstate
-from db_kit.migrations.env import advisory_lock, lock_key, migration_lock
+from db_kit.migrations.env import (
+    LOCK_CLASS,
+    advisory_lock,
+    lock_key,
+    migration_lock,
+    render_upgrades,
+    render_version_table,
+)
 from db_kit.migrations.locks import (
     MigrationLockTimeoutError,
     set_migration_timeouts,
@@ -69,6 +80,11 @@ ALL_TENANTS_LOCK = "tenants"
 # A helper process costs seconds to start (imports): worth it only for enough tenants.
 TENANTS_PER_HELPER = 100
 HELPER_BATCH = 20
+# What a spawned helper takes to start (importing SQLAlchemy, Alembic, the models), and how
+# long this process first migrates alone to learn what a tenant costs (``_ServerRun._probe``).
+HELPER_START_SECONDS = 2.0
+PROBE_TENANTS = 20
+PROBE_SECONDS = 0.3
 # One upgrade at a time in this process (the per-server threads of ``migrate_all`` take
 # turns; helper processes run their own).
 _ALEMBIC = ALEMBIC_LOCK
@@ -91,6 +107,49 @@ class TenantRow:
 
 TenantResult = TenantReport  # a schema tenant's report
 
+# Revision ids written into replayed SQL as literals.
+_REVISION_ID = re.compile(r"[A-Za-z0-9_]{1,32}")
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# Stand-ins in the registry update rendered once (neither is a valid slug nor revision).
+_SLUG_MARK = "DB-KIT-SLUG"
+_REVISION_MARK = "DB-KIT-REVISION"
+_LOCK_AND_PATH = text(
+    "SELECT pg_try_advisory_xact_lock(:c, :k), set_config('search_path', :p, true)"
+)
+# The first statement of a replayed upgrade: the tenant's lock without waiting, its schema
+# on the search path, and the version the replay starts from, each read after the lock
+# (plpgsql: a new snapshot per statement). Either missing: the transaction is rolled back
+# and the tenant migrated through Alembic (which waits for the lock). Literals only.
+_GUARD = """DO $db_kit$
+BEGIN
+  IF NOT pg_try_advisory_xact_lock({c}, {k}) THEN
+    RAISE EXCEPTION 'tenant lock busy' USING ERRCODE = '{busy}';
+  END IF;
+  PERFORM set_config('search_path', '{path}', true);
+  IF (SELECT array_agg(version_num::text) FROM {table}) IS DISTINCT FROM ARRAY['{before}']::text[] THEN
+    RAISE EXCEPTION 'tenant version moved' USING ERRCODE = '{moved}';
+  END IF;
+END
+$db_kit$;"""
+_LOCK_BUSY = "DBK01"
+_VERSION_MOVED = "DBK02"
+
+
+class _NotReplayed(Exception):
+    """The replay's guard failed (lock busy, version moved): rolled back, run online."""
+
+
+@dataclass(frozen=True)
+class _Replay:
+    """A tenant upgrade from ``before`` to head, rendered to SQL once per migrator and
+    replayed in each tenant's schema (``SchemaTenantMigrator._replay``)."""
+
+    before: str | None
+    head: str
+    revisions: tuple[str, ...]
+    # Per revision, its statements; the version bookkeeping is appended to the last one.
+    sql: tuple[str, ...]
+
 
 class SchemaTenantMigrator:
     """Tenant operations of one schema-per-tenant database."""
@@ -103,6 +162,10 @@ class SchemaTenantMigrator:
         self.migrator = Migrator(db, url)
         # Revisions applied by the current upgrade, per thread (for failure messages).
         self._local = threading.local()
+        # (revision before, server version) -> the upgrade to head rendered to SQL, or
+        # None when it must run online through Alembic (``_replay``).
+        self._replays: dict[tuple[str | None, Any], _Replay | None] = {}
+        self._record_sql: str | None = None
 
     @cached_property
     def placement(self) -> Placement:
@@ -238,11 +301,10 @@ class SchemaTenantMigrator:
                     time.perf_counter() - started,
                 )  # fmt: skip
             try:
-                with conn.begin(), _ALEMBIC:
+                with conn.begin():
                     self._insert(conn, slug, name, region, schema, placement.stored(target))
                     conn.execute(text(f"CREATE SCHEMA {quote_identifier(schema)}"))
-                    after = self._upgrade_in_transaction(conn, schema)
-                    self._record(conn, slug, after, None)
+                    after = self._upgrade(conn, schema, None, record=slug, fresh=True)
             except DBAPIError as exc:
                 self._exists(exc, slug, schema, target)
                 raise
@@ -308,9 +370,9 @@ class SchemaTenantMigrator:
             self._exists(exc, slug, schema, server)
             raise
         try:
-            with self.connect_server(server) as conn, conn.begin(), _ALEMBIC:
+            with self.connect_server(server) as conn, conn.begin():
                 conn.execute(text(f"CREATE SCHEMA {quote_identifier(schema)}"))
-                after = self._upgrade_in_transaction(conn, schema)
+                after = self._upgrade(conn, schema, None, record=None, fresh=True)
         except Exception as exc:
             # The target's transaction was rolled back: nothing of the tenant is there.
             try:
@@ -361,6 +423,194 @@ class SchemaTenantMigrator:
 
     # migrating -----------------------------------------------------------------------
 
+    def _upgrade(
+        self,
+        conn: Connection,
+        schema: str,
+        before: str | None,
+        *,
+        record: str | None,
+        fresh: bool = False,
+        replay: bool = True,
+    ) -> str | None:
+        """Upgrade ``schema`` to head in ``conn``'s transaction, under the tenant's advisory
+        lock; ``record``: the slug whose registry row is updated in the same transaction.
+
+        ``before`` is the revision the plan saw: when the path from it is replayable
+        (``_replay``) and the version table, read under the lock, still says so, the SQL
+        rendered once is replayed; otherwise Alembic runs the revisions online. ``fresh``:
+        the schema was just created (no version table yet). ``_NotReplayed``: the lock was
+        busy or the version moved; the caller rolls back and calls again with ``replay``
+        off (Alembic then waits for the lock and starts from the version it finds).
+        """
+        after = self._replay_in_transaction(conn, schema, before, record, fresh) if replay else None
+        if after is not None:
+            return after[0]
+        with _ALEMBIC:
+            version = self._upgrade_in_transaction(conn, schema)
+        if record is not None:
+            self._record(conn, record, version, None)
+        return version
+
+    def _replay(self, conn: Connection, before: str | None) -> _Replay | None:
+        """The upgrade from ``before`` to head rendered to SQL (once per migrator, server
+        version and starting revision), or None when it must run online."""
+        key = (before, conn.dialect.server_version_info)
+        if key not in self._replays:
+            with _ALEMBIC:  # Alembic's ``op`` proxy is module-level
+                if key not in self._replays:
+                    self._replays[key] = self._render(conn, before)
+        return self._replays[key]
+
+    @cached_property
+    def _env_is_shared(self) -> bool:
+        """Whether the migrations' ``env.py`` is the shared two lines (``run_env(...)``):
+        only then is a rendered upgrade what an online run would do."""
+        try:
+            tree = ast.parse(Path(self.script.env_py_location).read_text())
+        except (OSError, SyntaxError):
+            return False
+        body = [
+            node
+            for node in tree.body
+            if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
+            and not (isinstance(node, ast.ImportFrom) and node.module == "__future__")
+        ]
+        if len(body) != 2:
+            return False
+        imported, called = body
+        return (
+            isinstance(imported, ast.ImportFrom)
+            and imported.module == "db_kit.migrations.env"
+            and [a.name for a in imported.names] == ["run_env"]
+            and isinstance(called, ast.Expr)
+            and isinstance(called.value, ast.Call)
+            and isinstance(called.value.func, ast.Name)
+            and called.value.func.id == "run_env"
+        )
+
+    def _render(self, conn: Connection, before: str | None) -> _Replay | None:
+        """See ``_replay``. Replayable: a linear path of revisions (no merge, no
+        ``depends_on``), each ``upgrade()`` pure ``op`` calls that render the same SQL twice
+        (``render_upgrades``: no connection, no context, nothing random). Anything else
+        (data read in Python, a custom ``env.py``) runs online, tenant by tenant."""
+        if not self._env_is_shared:
+            return None
+        script = self.script
+        try:
+            path = [
+                sc
+                for sc in reversed(list(script.iterate_revisions("head", before or "base")))
+                if sc is not None and sc.revision != before
+            ]
+        except Exception as exc:  # a revision these migrations do not know: Alembic says so
+            log.info("%s: no path from %s (%s)", self.db.name, before, first_line(exc))
+            return None
+        previous = before
+        for sc in path:
+            if (
+                sc.down_revision != previous
+                or sc.dependencies
+                or not _REVISION_ID.fullmatch(sc.revision)
+            ):
+                return None
+            previous = sc.revision
+        if not path or (before is not None and not _REVISION_ID.fullmatch(before)):
+            return None
+        try:
+            first = render_upgrades(self.db, conn.dialect, path)
+            if render_upgrades(self.db, conn.dialect, path) != first:
+                log.info("%s: revisions render differently each time; run online", self.db.name)
+                return None
+            table = render_version_table(conn.dialect, self.db.version_table)
+        except Exception as exc:
+            log.info("%s: revisions run online (%s)", self.db.name, first_line(exc))
+            return None
+        head = path[-1].revision
+        version = conn.dialect.identifier_preparer.quote(self.db.version_table)
+        if before is None:
+            bookkeeping = f"{table}\n\nINSERT INTO {version} (version_num) VALUES ('{head}');"
+        else:
+            bookkeeping = (
+                f"UPDATE {version} SET version_num = '{head}' "
+                f"WHERE {version}.version_num = '{before}';"
+            )
+        sql = [*first[:-1], f"{first[-1]}\n\n{bookkeeping}".strip()]
+        return _Replay(before, head, tuple(sc.revision for sc in path), tuple(sql))
+
+    def _replay_in_transaction(
+        self,
+        conn: Connection,
+        schema: str,
+        before: str | None,
+        record: str | None,
+        fresh: bool,
+    ) -> tuple[str] | None:
+        """``_upgrade`` by replaying rendered SQL: (head,), or None when it cannot (then
+        at most the lock has been taken and ``search_path`` set, in the transaction).
+
+        One round trip per revision (simple-query protocol: all its statements at once);
+        the lock, ``search_path`` and the version check lead the first (``_GUARD``), the
+        version row and the registry row ride with the last. A new schema (``fresh``) takes
+        its lock first, waiting if need be.
+        """
+        if before is None and not fresh:
+            return None  # a version table may be missing or empty: Alembic finds out
+        if not _SCHEMA_NAME.fullmatch(schema):
+            return None  # written into the SQL as a literal: only plain names
+        replay = self._replay(conn, before)
+        if replay is None:
+            return None
+        key = lock_key(self.db.version_table, schema)
+        quoted = quote_identifier(schema)
+        guard = ""
+        if fresh:
+            locked = conn.execute(_LOCK_AND_PATH, {"c": LOCK_CLASS, "k": key, "p": quoted})
+            if not locked.scalar():
+                advisory_lock(conn, key, xact=True)
+        else:
+            assert before is not None
+            guard = _GUARD.format(
+                c=LOCK_CLASS,
+                k=key,
+                busy=_LOCK_BUSY,
+                path=quoted,
+                table=f"{quoted}.{conn.dialect.identifier_preparer.quote(self.db.version_table)}",
+                before=before,
+                moved=_VERSION_MOVED,
+            )
+        applied: list[str] = []
+        self._local.applied = applied
+        last = len(replay.sql) - 1
+        for i, (revision, sql) in enumerate(zip(replay.revisions, replay.sql, strict=True)):
+            if i == 0 and guard:
+                sql = f"{guard}\n\n{sql}"
+            if i == last and record is not None:
+                sql = f"{sql}\n\n{self._record_replayed(conn, record, replay.head)}"
+            if sql:
+                try:
+                    conn.exec_driver_sql(sql)
+                except DBAPIError as exc:
+                    if i == 0 and guard and sqlstate(exc) in (_LOCK_BUSY, _VERSION_MOVED):
+                        raise _NotReplayed(sqlstate(exc)) from exc
+                    raise
+            applied.append(revision)
+        return (replay.head,)
+
+    def _record_replayed(self, conn: Connection, slug: str, revision: str) -> str:
+        """``_record(slug, revision)`` as SQL text (rendered once, literals filled in)."""
+        if self._record_sql is None:
+            statement = self._record_statement(_SLUG_MARK, _REVISION_MARK, None)
+            self._record_sql = (
+                str(statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+                + ";"
+            )
+        validate_tenant_slug(slug)  # a-z, 0-9 and _: safe inside quotes
+        assert _REVISION_ID.fullmatch(revision), revision
+        return self._record_sql.replace(f"'{_SLUG_MARK}'", f"'{slug}'").replace(
+            f"'{_REVISION_MARK}'", f"'{revision}'"
+        )
+
     def _upgrade_in_transaction(self, conn: Connection, schema: str) -> str | None:
         advisory_lock(conn, lock_key(self.db.version_table, schema), xact=True)
         conn.execute(text(f"SET LOCAL search_path TO {quote_identifier(schema)}"))
@@ -385,6 +635,9 @@ class SchemaTenantMigrator:
         return version
 
     def _record(self, conn: Connection, slug: str, revision: str | None, error: str | None) -> None:
+        conn.execute(self._record_statement(slug, revision, error))
+
+    def _record_statement(self, slug: str, revision: str | None, error: str | None) -> Update:
         t = self.model
         values: dict[Any, Any] = {t.last_error: error}
         if error is None:
@@ -393,7 +646,7 @@ class SchemaTenantMigrator:
                 (t.status == TenantStatus.PROVISIONING, TenantStatus.ACTIVE.value), else_=t.status
             )
             values.update({t.revision: revision, t.migrated_at: func.now(), t.status: status})
-        conn.execute(update(t).where(t.slug == slug).values(values))
+        return update(t).where(t.slug == slug).values(values)
 
     def _failing_revision(self, before: str | None) -> str:
         """The revision a failed tenant upgrade stopped at: the one after the last applied."""
@@ -423,12 +676,15 @@ class SchemaTenantMigrator:
         """
         started = time.perf_counter()
 
+        record = tenant.slug if registry is None else None
+
         def attempt() -> str | None:
-            with _ALEMBIC, conn.begin():
-                after = self._upgrade_in_transaction(conn, tenant.schema)
-                if registry is None:
-                    self._record(conn, tenant.slug, after, None)
-            return after
+            try:
+                with conn.begin():
+                    return self._upgrade(conn, tenant.schema, before, record=record)
+            except _NotReplayed:  # rolled back: through Alembic, from where the tenant is
+                with conn.begin():
+                    return self._upgrade(conn, tenant.schema, before, record=record, replay=False)
 
         try:
             after = with_lock_retries(
@@ -505,11 +761,13 @@ class SchemaTenantMigrator:
             claimed = [
                 t.schema
                 for t in tenants
-                if t.revision == head and t.last_error is None and t.status == TenantStatus.ACTIVE
+                if t.revision is not None
+                and t.last_error is None
+                and t.status == TenantStatus.ACTIVE
             ]
             trusted = set(self.with_version_table(conn, claimed))
         versions = self.versions(conn, [t.schema for t in tenants if t.schema not in trusted])
-        versions.update(dict.fromkeys(trusted, head))
+        versions.update({t.schema: t.revision for t in tenants if t.schema in trusted})
         done = [
             TenantResult(t.slug, t.schema, head, head, Outcome.UP_TO_DATE)
             for t in tenants
@@ -552,7 +810,10 @@ class SchemaTenantMigrator:
         thousand relations in ~0.1 s). ``verify=False`` trusts the registry for tenants it
         records at head with no error (the runner writes that row in the same transaction
         as the upgrade) once one catalog query has confirmed each such schema still has its
-        version table; every other tenant's version table is read.
+        version table; every other tenant's version table is read. The same trust names
+        the revision a behind tenant starts from (no error recorded, active): the upgrade
+        reads the version table again under the tenant's lock before it changes anything
+        (``_upgrade``), and starts from what it finds when the registry was wrong.
 
         ``conn`` is the home server's (the registry); tenants of other servers are looked
         up there (one connection each); those of a server that does not answer are counted
@@ -583,7 +844,7 @@ class SchemaTenantMigrator:
         workers: int = 2,
         on_start: Callable[[int], None] | None = None,
         on_result: Callable[[TenantResult], None] | None = None,
-        min_per_helper: int = TENANTS_PER_HELPER,
+        min_per_helper: int | None = None,
         verify: bool = False,
         only: Sequence[str] | None = None,
     ) -> list[TenantResult]:
@@ -594,7 +855,11 @@ class SchemaTenantMigrator:
         spends seconds importing SQLAlchemy and Alembic, during which this process would
         otherwise wait). Helpers take small batches from the same queue, so whoever is
         free takes the next tenants, and helpers are only started when there are at least
-        ``min_per_helper`` tenants for each. Which tenants are at head: see ``plan``
+        ``min_per_helper`` tenants for each. By default (None) that is ``TENANTS_PER_HELPER``,
+        and this process first migrates a few tenants alone to time them: helpers start only
+        when the rest would keep it busy for more than twice ``HELPER_START_SECONDS`` per
+        helper (a replayed upgrade costs about a millisecond a tenant: a thousand tenants
+        are done before a helper could join). Which tenants are at head: see ``plan``
         (``verify=True`` reads every version table instead of trusting the registry).
         ``only``: just these tenants; an unknown slug raises before any is migrated.
 
@@ -652,7 +917,7 @@ class _ServerRun:
     head: str
     verify: bool
     workers: int
-    min_per_helper: int
+    min_per_helper: int | None
     started: Callable[[int], None]
     report: Callable[[TenantResult], None]
     settled: Callable[[list[TenantResult]], None]
@@ -711,7 +976,10 @@ class _ServerRun:
             settled(done)
             self.started(len(todo))
             queue = deque(todo)
-            helpers = min(self.workers - 1, len(todo) // max(1, self.min_per_helper))
+            per_helper = TENANTS_PER_HELPER if self.min_per_helper is None else self.min_per_helper
+            helpers = min(self.workers - 1, len(todo) // max(1, per_helper))
+            if helpers > 0 and self.min_per_helper is None:
+                helpers = self._probe(queue, helpers, conn, registry, report)
             if helpers <= 0:
                 while queue:
                     report(tenants.migrate_one(conn, *queue.popleft(), registry=registry))
@@ -743,6 +1011,27 @@ class _ServerRun:
                         report(tenants.migrate_one(conn, *queue.popleft(), registry=registry))
                     elif pending:
                         wait(pending, return_when=FIRST_COMPLETED)
+
+    def _probe(
+        self,
+        queue: deque[tuple[TenantRow, str | None]],
+        helpers: int,
+        conn: Connection,
+        registry: Connection | None,
+        report: Callable[[TenantResult], None],
+    ) -> int:
+        """Migrate the first tenants in this process and time them (the first one apart: it
+        may render the revisions); return how many of ``helpers`` are worth starting."""
+        migrate = self.tenants.migrate_one
+        report(migrate(conn, *queue.popleft(), registry=registry))
+        began = time.perf_counter()
+        done = 0
+        while queue and done < PROBE_TENANTS and time.perf_counter() - began < PROBE_SECONDS:
+            report(migrate(conn, *queue.popleft(), registry=registry))
+            done += 1
+        per_tenant = (time.perf_counter() - began) / max(done, 1)
+        worth = int(per_tenant * len(queue) / (2 * HELPER_START_SECONDS))
+        return min(helpers, worth, len(queue) // TENANTS_PER_HELPER)
 
     def _sweep(self, registry: Connection, rows: list[TenantRow], done: list[TenantResult]) -> None:
         """Registry rows of tenants found at head that say otherwise (a failure recorded
