@@ -5,19 +5,23 @@ database still run online, a moved version or a failing revision handled as befo
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
 import core_db
 from core_db import CoreSettings
 from core_db.config import REGISTRY
 from db_kit.config import DatabaseConfig
+from db_kit.migrations.env import LOCK_CLASS, lock_key
 from db_kit.migrations.migrator import Migrator
+from db_kit.migrations.outcome import TenantReport
 from db_kit.migrations.schema_tenants import SchemaTenantMigrator
 from db_tools.testing import run_sql as sql
 
@@ -265,3 +269,45 @@ def test_a_failing_replayed_revision_is_named_rolled_back_and_resumed(
     again = {r.slug: r.status for r in tenants.migrate_all()}
     assert again == {"acme": "up to date", "globex": "migrated", "initech": "up to date"}
     assert registry(tenant_db, "globex") == ("active", revision, None)
+
+
+def test_a_tenant_locked_elsewhere_is_waited_for_then_migrated(
+    tenant_db: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, (revision,) = with_revisions(tmp_path, monkeypatch, [PURE])
+    tenants = SchemaTenantMigrator(config, tenant_db)
+    key = lock_key(config.version_table, "tenant_acme")
+    engine = create_engine(tenant_db)
+    results: list[TenantReport] = []
+    with engine.connect() as holder:
+        holder.execute(text("SELECT pg_advisory_lock(:c, :k)"), {"c": LOCK_CLASS, "k": key})
+        holder.commit()
+        worker = threading.Thread(target=lambda: results.extend(tenants.migrate_all()))
+        worker.start()
+        deadline = time.monotonic() + 30
+        waiting = 0
+        while waiting == 0 and time.monotonic() < deadline:
+            waiting = holder.execute(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND NOT granted AND objid = :k"
+                ),
+                {"k": key},
+            ).scalar_one()
+            holder.commit()
+            time.sleep(0.05)
+        assert waiting == 1  # the replay's guard found the lock busy; Alembic waits for it
+        assert sql(tenant_db, "SELECT version_num FROM tenant_acme.alembic_version") != [
+            (revision,)
+        ]
+        holder.execute(text("SELECT pg_advisory_unlock(:c, :k)"), {"c": LOCK_CLASS, "k": key})
+        holder.commit()
+        worker.join(timeout=60)
+    engine.dispose()
+    assert {r.slug: r.status for r in results} == {
+        "acme": "migrated",
+        "globex": "migrated",
+        "initech": "migrated",
+    }
+    assert registry(tenant_db, "acme") == ("active", revision, None)
+    assert shape(tenant_db, "tenant_acme") == shape(tenant_db, "tenant_globex")

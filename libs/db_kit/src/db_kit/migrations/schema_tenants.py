@@ -4,8 +4,14 @@ Each tenant's tables live in ``<prefix><slug>`` with its own ``alembic_version``
 migrated in one transaction (``SET LOCAL search_path`` to its schema, so hand-written SQL
 in revisions lands there too, and nothing outlives the transaction on the connection), under
 a per-tenant advisory lock. ``migrate_all`` skips tenants already at head after one look
-at the version tables, then runs the rest in worker processes: Alembic's command API keeps
-module-level state and is not thread-safe.
+at the version tables, then migrates the rest, in this process and (when worth it) helper
+processes: Alembic's command API keeps module-level state and is not thread-safe.
+
+A tenant's upgrade is the same SQL in every schema when its revisions are plain ``op``
+calls: such a path is rendered once (Alembic's offline mode, the live dialect) and replayed
+per schema in one round trip per revision, behind a guard that takes the tenant's lock and
+checks its version in the same transaction (``_upgrade``). Whatever needs the connection
+while it runs (data read in Python) runs through Alembic online, tenant by tenant.
 
 A fleet (``<PREFIX>SERVERS``): a tenant's schema lives in the database of its server's
 primary (the registry row's ``server``; NULL: the home server), the registry only on the
