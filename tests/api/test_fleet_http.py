@@ -48,6 +48,7 @@ def _sql(url: URL, statement: str, **params: object) -> list[tuple[object, ...]]
 class Fleet:
     urls: dict[str, URL]
     base: str
+    settings: CoreSettings
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,7 @@ def fleet(pg_fleet: PostgresFleet) -> Iterator[Fleet]:
     database = SQLAlchemyDatabase(core_db.CONFIG, settings=settings)
     app = create_app(database, MyApiRouting(tenant_base_domain="example.test"))
     with LiveServer(app) as base:
-        yield Fleet(urls, base)
+        yield Fleet(urls, base, settings)
     for name, url in urls.items():
         pg_fleet[name].drop_database(url)
 
@@ -162,3 +163,27 @@ def test_a_server_down_answers_503_for_its_tenants_only(
         back = client.post("/auth/register", json=body, headers=on("initech"))
         assert back.status_code == 201, back.text
         assert client.get("/health/ready").json()["status"] == "ok"
+
+
+def test_a_write_to_a_tenant_frozen_for_a_move_is_503_tenant_moving(fleet: Fleet) -> None:
+    """What a move's freeze (db_kit.tenancy.moves) does to a request: 503 with Retry-After,
+    the code ``tenant_moving``; never a 500. Unfrozen, the write goes through."""
+    from db_kit.tenancy.moves import TenantMover
+
+    mover = TenantMover(core_db.CONFIG, settings=fleet.settings)
+    place = mover._place("pg2", "tenant_hooli")
+    mover._freeze("hooli", place)
+    try:
+        with httpx.Client(base_url=fleet.base, timeout=30) as client:
+            body = {"email": "frozen@example.com", "password": PASSWORD}
+            refused = client.post("/auth/register", json=body, headers=on("hooli"))
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["Retry-After"] == "1"
+            assert refused.json()["code"] == "tenant_moving"
+            assert client.get("/health/ready").status_code == 200
+            mover._unfreeze(place)
+            accepted = client.post("/auth/register", json=body, headers=on("hooli"))
+            assert accepted.status_code == 201, accepted.text
+    finally:
+        mover._unfreeze(place)
+        mover.close()
