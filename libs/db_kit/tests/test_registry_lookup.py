@@ -396,3 +396,26 @@ def test_routed_database_resolves_registry_tenants_and_drops_their_engines(contr
     with tenant_context("acme"), database.sync_session() as session:
         assert session.execute(text("SELECT 1")).scalar_one() == 1
     database.dispose_sync()
+
+
+def test_answers_past_their_ttl_are_read_again_together(counted: Counted) -> None:
+    """Many tenants' answers ageing out re-read the registry in one query, not one each,
+    and an unchanged answer stays the same object (routes built on it stay valid)."""
+
+    async def scenario() -> None:
+        lookup = counted.lookup(ttl=0.3)
+        await lookup.tenant("acme")
+        await until(lambda: lookup.listening)
+        slugs = ["acme", *(f"nobody_{i}" for i in range(30))]
+        first = {slug: await lookup.tenant(slug) for slug in slugs}
+        before = counted.queries
+        await asyncio.sleep(0.32)  # every answer past its TTL, none past twice
+        assert await lookup.tenant("acme") is first["acme"]  # served, refresh started
+        await until(lambda: counted.queries == before + 1)
+        await asyncio.sleep(0.05)
+        for slug in slugs:
+            assert await lookup.tenant(slug) is first[slug]
+        assert counted.queries == before + 1  # all 31 re-read by that one query
+        await lookup.aclose()
+
+    asyncio.run(scenario())

@@ -323,32 +323,44 @@ class RegistryLookup:
             return found.value
 
     def _refresh_soon(self, key: tuple[str, str]) -> None:
-        """Read ``key``'s answer again in a background task (one at a time per key)."""
+        """Read ``key``'s answer again in a background task (under the cache's lock). Every
+        tenant answer expiring within half a TTL goes with it, in one query, so a process
+        serving many tenants re-reads the registry a few times per TTL, not once per tenant."""
         if key in self._refreshing:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        self._refreshing.add(key)
-        task = loop.create_task(self._refresh(key))
+        keys = {key}
+        if key[0] == "tenant":
+            horizon = time.monotonic() + self.ttl / 2
+            keys.update(
+                k
+                for k, cached in self._cache.items()
+                if k[0] == "tenant" and cached.expires <= horizon and k not in self._refreshing
+            )
+        self._refreshing.update(keys)
+        task = loop.create_task(self._refresh(keys))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _refresh(self, key: tuple[str, str]) -> None:
+    async def _refresh(self, keys: set[tuple[str, str]]) -> None:
         try:
             generation = self._generation
-            kind, value = key
-            if kind == "tenant":
-                row = await self._first(self._tenant_query(value))
-                self._store(key, None if row is None else self._entry(row), generation)
-            else:
-                row = await self._first(self._host_query(value))
-                self._store(key, None if row is None else str(row[0]), generation)
-        except Exception as exc:  # the entry expires for good; the next lookup queries
-            log.debug("could not refresh registry answer %s: %s", key, exc)
+            slugs = sorted(value for kind, value in keys if kind == "tenant")
+            if slugs:
+                rows = await self.tenants(slugs)
+                for slug in slugs:
+                    self._store(("tenant", slug), rows.get(slug), generation)
+            for kind, value in keys:
+                if kind == "host":
+                    row = await self._first(self._host_query(value))
+                    self._store((kind, value), None if row is None else str(row[0]), generation)
+        except Exception as exc:  # the entries expire for good; the next lookup queries
+            log.debug("could not refresh %d registry answers: %s", len(keys), exc)
         finally:
-            self._refreshing.discard(key)
+            self._refreshing.difference_update(keys)
 
     def _begin(self) -> int | None:
         """Start the listener if needed; the generation to store under, None: do not store."""
@@ -362,6 +374,9 @@ class RegistryLookup:
             # A change announced while the query ran may have made ``value`` stale.
             if generation != self._generation:
                 return
+            old = self._cache.get(key)
+            if old is not None and old.value == value:
+                value = old.value  # the same object: routes built on it stay valid
             self._cache[key] = _Cached(value, time.monotonic() + self.ttl)
             self._cache.move_to_end(key)
             while len(self._cache) > self.max_entries:
