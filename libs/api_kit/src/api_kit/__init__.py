@@ -8,7 +8,7 @@ of ``db_shared`` database errors and domain refusals to HTTP (an RFC 9457 ``Prob
 
 from api_kit.app import Binder, bind_database, create_api
 from api_kit.contract import problems
-from api_kit.deps import DatabaseDep, IdPath, get_database
+from api_kit.deps import DatabaseDep, IdPath, get_database, uses_database
 from api_kit.errors import install_error_handlers, response_for
 from api_kit.routing import TenantRoutingSettings, tenant_routing
 from api_kit.tenancy import (
@@ -58,4 +58,5 @@ __all__ = [
     "response_for",
     "tenant_exempt",
     "tenant_routing",
+    "uses_database",
 ]

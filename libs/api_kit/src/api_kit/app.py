@@ -8,6 +8,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.middleware import Middleware
 
@@ -95,7 +96,7 @@ def create_api(
     configure_logging()
     app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
     for router in routers:
-        app.include_router(router)
+        include_flat(app, router)
 
     @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:
@@ -138,6 +139,65 @@ def create_api(
         return answer
 
     return app
+
+
+# What ``add_api_route`` takes, read back from a route built by a router (names match).
+_ROUTE_OPTIONS = (
+    "response_model",
+    "status_code",
+    "tags",
+    "dependencies",
+    "summary",
+    "description",
+    "response_description",
+    "responses",
+    "deprecated",
+    "name",
+    "methods",
+    "operation_id",
+    "response_model_include",
+    "response_model_exclude",
+    "response_model_by_alias",
+    "response_model_exclude_unset",
+    "response_model_exclude_defaults",
+    "response_model_exclude_none",
+    "include_in_schema",
+    "response_class",
+    "callbacks",
+    "openapi_extra",
+    "generate_unique_id_function",
+    "strict_content_type",
+    "max_body_size",
+    "form_limits",
+)
+
+
+def include_flat(app: FastAPI, router: APIRouter) -> None:
+    """``app.include_router(router)``, with the router's routes added to the app itself.
+
+    FastAPI (0.16x) keeps an included router as one route that matches its routes at
+    request time, twice (``matches`` then ``handle``), and re-checks its routes' version on
+    each: ~15 us a request (bench/current_user.py, README). A route built by
+    a router already carries the router's prefix, tags, dependencies and responses, so
+    adding it again to the app gives the same path, operation and OpenAPI document (the
+    app's operation ids included: the unresolved defaults stay unresolved until here).
+    Routers that need more (nested routers, other route kinds, lifespans or start-up
+    handlers) are included the ordinary way.
+    """
+    routes = router.routes
+    plain = (
+        all(type(route) is APIRoute for route in routes)
+        and not router.on_startup
+        and not router.on_shutdown
+        and type(router.lifespan_context) is type(APIRouter().lifespan_context)
+    )
+    if not plain:
+        app.include_router(router)
+        return
+    for route in routes:
+        assert isinstance(route, APIRoute)
+        options = {name: getattr(route, name) for name in _ROUTE_OPTIONS}
+        app.router.add_api_route(route.path, route.endpoint, **options)
 
 
 class ReplicaReadiness(BaseModel):

@@ -25,7 +25,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api_kit.deps import get_database
+from api_kit.deps import is_database_dependency
 from api_kit.errors import PROBLEM_MEDIA_TYPE, Problem, framework_problem
 
 PROBLEM_REF = "#/components/schemas/Problem"
@@ -89,7 +89,7 @@ def problem_statuses(route: Any) -> set[int]:
         statuses.add(422)
     if any(isinstance(call, SecurityBase) for call in calls):
         statuses |= {401, 403}
-    if get_database in calls:
+    if any(is_database_dependency(call) for call in calls):
         statuses |= {404, 503}
         if route.methods & WRITES:
             statuses.add(409)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Path, Request
 
@@ -25,7 +26,28 @@ async def get_database(request: Request) -> Database:
     return database
 
 
+_USES_DATABASE = "__api_kit_uses_database__"
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def uses_database(dependency: F) -> F:
+    """Mark a dependency that calls ``get_database`` itself (``await get_database(request)``)
+    rather than declaring ``DatabaseDep``: the OpenAPI contract then declares the database's
+    errors (404, 503, 409 on writes) for every operation using it, as for ``DatabaseDep``.
+
+    Each declared dependency level costs FastAPI a solve per request (~10-20 us); a hot
+    dependency such as ``auth.current_user`` saves them this way.
+    """
+    setattr(dependency, _USES_DATABASE, True)
+    return dependency
+
+
+def is_database_dependency(call: object) -> bool:
+    """``get_database`` itself, or a dependency marked with ``uses_database``."""
+    return call is get_database or getattr(call, _USES_DATABASE, False) is True
+
+
 DatabaseDep = Annotated[Database, Depends(get_database)]
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="Positive 64-bit id")]
 
-__all__ = ["DatabaseDep", "IdPath", "get_database"]
+__all__ = ["DatabaseDep", "IdPath", "get_database", "is_database_dependency", "uses_database"]

@@ -13,9 +13,14 @@
   built (engines are built on first use), and ``<PREFIX>OPENTELEMETRY`` is not false.
 
 Costs, measured on this machine: these hooks ~5 us a statement; OpenTelemetry's ~25 us
-(plus SQLAlchemy's event dispatch, which its listeners switch on); a SQL comment makes each
-request's statements distinct, so psycopg prepares none of them (~20 us of client CPU a
-statement, plus parsing on the server).
+(plus SQLAlchemy's event dispatch, which its listeners switch on). A SQL comment makes each
+request's statements distinct, so none of them can be prepared: ~100-170 us of client CPU
+on ``GET /auth/me``'s one query (bench/current_user.py), plus parsing and planning on the
+server. To keep that down the comment is added to psycopg's already converted query (its
+placeholder conversion stays cached by the statement's text) and the statement is sent
+unprepared at once (no entry in psycopg's prepared-statement counts, which a new text per
+request would churn for every other statement); where psycopg lacks the hook
+(``_convert_query``) the comment is prefixed to the text as before.
 
 The tenant label is the current tenant's slug (``-`` outside a tenant).
 """
@@ -92,22 +97,23 @@ class _Observer:
         self.slow = settings.slow_query_ms / 1000 if settings.slow_query_ms > 0 else None
         self.comments = settings.sql_comments
 
-    def statement(self, query: Any) -> Any:
+    def comment(self, query: Any) -> str | None:
+        """``/* request_id=... */ `` for ``query`` when it gets one, else None."""
         # Not the pool's pre-ping (";"): a comment would only make it a new text to psycopg.
         if self.comments and isinstance(query, str) and query != ";":
             cid = current_correlation_id()
             if cid is not None:  # made safe (no `*/`, quotes or spaces) when it was set
-                return f"/* request_id={cid} */ {query}"
-        return query
+                return f"/* request_id={cid} */ "
+        return None
 
-    def finished(self, query: Any, started: float) -> None:
+    def finished(self, query: Any, started: float, comment: str | None = None) -> None:
         elapsed = perf_counter() - started
         tenant = _tenant_label()
         seconds, _, slow_count = self.series.of(tenant)
         seconds.observe(elapsed)
         if self.slow is not None and elapsed >= self.slow:
             slow_count.inc()
-            text = str(query)
+            text = str(query) if comment is None else comment + str(query)
             shown = text if len(text) <= STATEMENT_SHOWN else text[:STATEMENT_SHOWN] + " ..."
             slow_query_log.warning(
                 "slow query: %.0f ms on %s (tenant %s): %s",
@@ -124,6 +130,31 @@ class _Observer:
         seconds.observe(perf_counter() - started)
 
 
+# psycopg converts a query's placeholders once per text (cached) in this cursor method; a
+# comment added to its result leaves that cache working. Private: without it, the comment
+# is prefixed to the text (correct, only slower).
+_CONVERT_HOOK = hasattr(psycopg.Cursor, "_convert_query") and hasattr(
+    psycopg.AsyncCursor, "_convert_query"
+)
+
+
+def _commented(
+    cursor: Any, query: Any, comment: str | None, kwargs: dict[str, Any] | None = None
+) -> Any:
+    """What to hand psycopg for ``query`` with ``comment``: the query itself with the
+    comment left for ``_convert_query``, or the commented text. An ``execute`` (``kwargs``)
+    of a commented statement is never prepared (``prepare=False``): its text is new every
+    request (``executemany`` has no such option; it prepares nothing by count alone)."""
+    if comment is None:
+        return query
+    if kwargs is not None:
+        kwargs["prepare"] = False
+    if _CONVERT_HOOK:
+        cursor._db_kit_comment = comment.encode()
+        return query
+    return comment + query
+
+
 def cursor_factories(
     database: str, settings: DatabaseSettings
 ) -> tuple[type[psycopg.Cursor[Any]], type[psycopg.AsyncCursor[Any]]]:
@@ -137,48 +168,80 @@ def cursor_factories(
     observer = _Observer(database, settings)
 
     class ObservedCursor(psycopg.Cursor[Any]):
+        _db_kit_comment: bytes | None = None
+
+        if _CONVERT_HOOK:
+
+            def _convert_query(self, query: Any, params: Any = None) -> Any:
+                pgq = super()._convert_query(query, params)
+                if self._db_kit_comment is not None:
+                    pgq.query = self._db_kit_comment + pgq.query
+                return pgq
+
         def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-            query = observer.statement(query)
+            comment = observer.comment(query)
+            sent = _commented(self, query, comment, kwargs)
             started = perf_counter()
             try:
-                result = super().execute(query, params, **kwargs)
+                result = super().execute(sent, params, **kwargs)
             except Exception:
                 observer.failed(started)
                 raise
-            observer.finished(query, started)
+            finally:
+                self._db_kit_comment = None
+            observer.finished(query, started, comment)
             return result
 
         def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> None:
-            query = observer.statement(query)
+            comment = observer.comment(query)
+            sent = _commented(self, query, comment)
             started = perf_counter()
             try:
-                super().executemany(query, params_seq, **kwargs)
+                super().executemany(sent, params_seq, **kwargs)
             except Exception:
                 observer.failed(started)
                 raise
-            observer.finished(query, started)
+            finally:
+                self._db_kit_comment = None
+            observer.finished(query, started, comment)
 
     class ObservedAsyncCursor(psycopg.AsyncCursor[Any]):
+        _db_kit_comment: bytes | None = None
+
+        if _CONVERT_HOOK:
+
+            def _convert_query(self, query: Any, params: Any = None) -> Any:
+                pgq = super()._convert_query(query, params)
+                if self._db_kit_comment is not None:
+                    pgq.query = self._db_kit_comment + pgq.query
+                return pgq
+
         async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-            query = observer.statement(query)
+            comment = observer.comment(query)
+            sent = _commented(self, query, comment, kwargs)
             started = perf_counter()
             try:
-                result = await super().execute(query, params, **kwargs)
+                result = await super().execute(sent, params, **kwargs)
             except Exception:
                 observer.failed(started)
                 raise
-            observer.finished(query, started)
+            finally:
+                self._db_kit_comment = None
+            observer.finished(query, started, comment)
             return result
 
         async def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> None:
-            query = observer.statement(query)
+            comment = observer.comment(query)
+            sent = _commented(self, query, comment)
             started = perf_counter()
             try:
-                await super().executemany(query, params_seq, **kwargs)
+                await super().executemany(sent, params_seq, **kwargs)
             except Exception:
                 observer.failed(started)
                 raise
-            observer.finished(query, started)
+            finally:
+                self._db_kit_comment = None
+            observer.finished(query, started, comment)
 
     return ObservedCursor, ObservedAsyncCursor
 
