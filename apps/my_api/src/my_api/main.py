@@ -12,20 +12,23 @@ server (or a test) calls it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fastapi import FastAPI
 from pydantic_settings import SettingsConfigDict
 
 import core_db
 from api_kit import TenantRoutingSettings, bind_database, create_api, tenant_routing
-from api_kit.admin import TenantAdministration, admin_router
 from auth.router import router as auth_router
 from auth.webhooks import router as identity_webhook_router
 from contact.router import router as contact_router
 from db_kit.database import SQLAlchemyDatabase
 from db_kit.engine import configure_sql_logging
-from db_kit.tenancy.admin import TenantAdmin
 from notifications.router import router as notifications_router
 from payments.router import router as payments_router
+
+if TYPE_CHECKING:
+    from api_kit.admin import TenantAdministration
 
 DESCRIPTION = "my_api: core database wired into auth, notifications, payments and contact."
 
@@ -53,6 +56,9 @@ def create_app(
         contact_router,
     ]
     if db.multi_tenant:
+        # Imported here: single-tenant processes never load the super-admin API (~30 ms).
+        from api_kit.admin import admin_router
+        from db_kit.tenancy.admin import TenantAdmin
 
         def tenant_admin(actor: str) -> TenantAdministration:
             # The registry lives in the database the app serves (schema core).
