@@ -328,3 +328,27 @@ def test_tenant_databases_placed_and_migrated_across_the_fleet(bibikos_fleet: Fl
     ok("bibikos", "tenants", "status")
     ok("bibikos", "tenants", "drop", on2, "--yes", "--force")
     assert f"tenant_{on2}" not in _databases(fleet.pg2)
+
+
+def test_development_reset_empties_tenant_schemas_on_every_server(
+    core_fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`db core reset`: each tenant's schema dropped and migrated again on its own server;
+    no stray schema of a pg2 tenant appears on the home server."""
+    on_home, on_pg2 = new_slug("rh"), new_slug("rp")
+    ok("core", "tenants", "create", on_home, "--server", "pg1")
+    ok("core", "tenants", "create", on_pg2, "--server", "pg2")
+    sql(core_fleet.home, f"INSERT INTO tenant_{on_home}.auth_users (email) VALUES ('a@x.org')")
+    sql(core_fleet.other, f"INSERT INTO tenant_{on_pg2}.auth_users (email) VALUES ('b@x.org')")
+    monkeypatch.setenv("ENVIRONMENT", "development")
+    _reset(core_db.CONFIG)
+    report = SchemaTenantMigrator(core_db.CONFIG).reset()
+    assert set(report.tenants_rebuilt) >= {on_home, on_pg2}
+    assert report.tenants_failed == ()
+    assert sql(core_fleet.home, f"SELECT count(*) FROM tenant_{on_home}.auth_users") == [(0,)]
+    assert sql(core_fleet.other, f"SELECT count(*) FROM tenant_{on_pg2}.auth_users") == [(0,)]
+    stray = sql(
+        core_fleet.home, "SELECT count(*) FROM pg_namespace WHERE nspname = :s",
+        s=f"tenant_{on_pg2}",
+    )  # fmt: skip
+    assert stray == [(0,)]

@@ -16,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from alembic.script.revision import RevisionError
 from alembic.util import CommandError
-from sqlalchemy import Connection, Engine, MetaData, inspect, select, text
+from sqlalchemy import ColumnElement, Connection, Engine, MetaData, inspect, select, text
 from sqlalchemy.engine import URL
 
 from db_kit.config import DatabaseConfig
@@ -513,7 +513,15 @@ class Migrator:
             if tenancy is not None:
                 table = tenancy.model.__table__  # type: ignore[attr-defined]
                 if inspect(conn).has_table(table.name, schema=table.schema):
-                    tenants = list(conn.execute(select(tenancy.model.schema_name)).scalars())
+                    # Those on this server (a fleet's other servers: SchemaTenantMigrator).
+                    model = tenancy.model
+                    home = self.settings.home_server() if self.settings.servers else None
+                    placed_here: ColumnElement[bool] = model.server.is_(None)
+                    if home is not None:
+                        placed_here = placed_here | (model.server == home)
+                    tenants = list(
+                        conn.execute(select(model.schema_name).where(placed_here)).scalars()
+                    )
             for name in [schema, *tenants]:
                 conn.execute(text(f"DROP SCHEMA IF EXISTS {quote_identifier(name)} CASCADE"))
                 conn.execute(text(f"CREATE SCHEMA {quote_identifier(name)}"))

@@ -407,6 +407,17 @@ class SchemaTenantMigrator:
         """Development: the database's reset (default schema and every registered tenant
         schema dropped, the registry kept), then every tenant migrated again from empty."""
         report = self.migrator.reset()
+        # Tenants on the fleet's other servers: their schemas emptied there too.
+        with self.connect() as conn:
+            rows = self.tenants(conn)
+        for server, placed in self.by_server(rows).items():
+            if server == self.placement.home:
+                continue
+            with self.connect_server(server) as conn, conn.begin():
+                for row in placed:
+                    schema = quote_identifier(row.schema)
+                    conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    conn.execute(text(f"CREATE SCHEMA {schema}"))
         rebuilt: list[str] = []
         failed: list[str] = []
         for result in self.migrate_all(verify=True):
