@@ -512,17 +512,7 @@ class TenantAdmin:
                     conn.execute(text(f"CREATE SCHEMA {quote_identifier(target)}"))
                     after = migrator._upgrade_in_transaction(conn, target)
                     conn.execute(text("SET LOCAL search_path TO DEFAULT"))
-                    src, dst = quote_identifier(source.location), quote_identifier(target)
-                    for table in self._tenant_tables():
-                        columns = ", ".join(quote_identifier(c.name) for c in table.columns)
-                        name_ = quote_identifier(table.name)
-                        conn.execute(
-                            text(
-                                f"INSERT INTO {dst}.{name_} ({columns}) "
-                                f"SELECT {columns} FROM {src}.{name_}"
-                            )
-                        )
-                    _advance_sequences(conn, target, self._tenant_tables())
+                    self._copy_schema_rows(conn, source.location, target)
                     migrator._record(conn, slug, after, None)
             except IntegrityError as exc:
                 if sqlstate(exc) == "23505":
@@ -532,6 +522,18 @@ class TenantAdmin:
                         "slug.",
                     ) from None  # fmt: skip
                 raise
+
+    def _copy_schema_rows(self, conn: Connection, source: str, target: str) -> None:
+        """Every tenant table's rows from schema ``source`` into ``target`` (foreign-key
+        order), then ``target``'s identity sequences moved past the copied ids."""
+        src, dst = quote_identifier(source), quote_identifier(target)
+        for table in self._tenant_tables():
+            columns = ", ".join(quote_identifier(c.name) for c in table.columns)
+            name = quote_identifier(table.name)
+            conn.execute(
+                text(f"INSERT INTO {dst}.{name} ({columns}) SELECT {columns} FROM {src}.{name}")
+            )
+        _advance_sequences(conn, target, self._tenant_tables())
 
     def _clone_schema_elsewhere(
         self, migrator: Any, source: TenantInfo, slug: str, target: str,
@@ -545,17 +547,7 @@ class TenantAdmin:
         )
         try:
             with migrator.connect_server(source.server) as conn, conn.begin():
-                src, dst = quote_identifier(source.location), quote_identifier(target)
-                for table in self._tenant_tables():
-                    columns = ", ".join(quote_identifier(c.name) for c in table.columns)
-                    name_ = quote_identifier(table.name)
-                    conn.execute(
-                        text(
-                            f"INSERT INTO {dst}.{name_} ({columns}) "
-                            f"SELECT {columns} FROM {src}.{name_}"
-                        )
-                    )
-                _advance_sequences(conn, target, self._tenant_tables())
+                self._copy_schema_rows(conn, source.location, target)
         except BaseException:
             migrator.drop(slug)
             raise

@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import TypeVar
 
 from sqlalchemy.engine import URL
@@ -423,38 +423,31 @@ class TenantRoutedDatabase:
 
     # units of work -------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
+    def session(self) -> AbstractAsyncContextManager[AsyncSession]:
         """A unit of work on the current tenant's database; on a server with replicas, one
         that wrote records the WAL position for read-your-writes (``db_shared.positions``)."""
-        tenant = current_tenant()
-        leased: URL | None = None
-        try:
-            async with self.cache.lease_with_replicas(tenant) as (engines, replicas):
-                leased = engines.url
-                async with self._unit(tenant, engines, replicas).session() as session:
-                    yield session
-        except DatabaseError as exc:
-            moved = None if leased is None else await self._moved(tenant.slug, leased, exc)
-            if moved is not None:
-                raise moved from exc
-            raise
+        return self._unit_of_work(read=False)
 
-    @asynccontextmanager
-    async def read_session(self) -> AsyncIterator[AsyncSession]:
+    def read_session(self) -> AbstractAsyncContextManager[AsyncSession]:
         """A read-only unit of work on the current tenant's database.
 
-        When the tenant's database is on the server with replicas (``<PREFIX>SERVERS``: a
-        registry tenant's on the control server, a static-map tenant's URL on the same
-        host and port as its primary), it runs on a replica within the lag bound that has
-        replayed what this context must see, with the tenant's database name and
-        credentials; else (or a replica down or behind) on the tenant's primary."""
+        When the tenant's database is on a server with replicas (``<PREFIX>SERVERS``), it
+        runs on a replica within the lag bound that has replayed what this context must
+        see, with the tenant's database name and credentials; else (or a replica down or
+        behind) on the tenant's primary."""
+        return self._unit_of_work(read=True)
+
+    @asynccontextmanager
+    async def _unit_of_work(self, *, read: bool) -> AsyncIterator[AsyncSession]:
+        """The current tenant's unit of work; one that finds its database gone from where
+        it was leased raises ``TenantMovedError`` when the registry now places it elsewhere."""
         tenant = current_tenant()
         leased: URL | None = None
         try:
             async with self.cache.lease_with_replicas(tenant) as (engines, replicas):
                 leased = engines.url
-                async with self._unit(tenant, engines, replicas).read_session() as session:
+                unit = self._unit(tenant, engines, replicas)
+                async with unit.read_session() if read else unit.session() as session:
                     yield session
         except DatabaseError as exc:
             moved = None if leased is None else await self._moved(tenant.slug, leased, exc)
