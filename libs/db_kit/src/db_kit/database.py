@@ -513,7 +513,7 @@ class SQLAlchemyDatabase:
             fleet = self._take_fleet()
             self._forget_routes()
         if fleet is not None:
-            fleet.dispose_sync(close=False)
+            fleet.dispose_sync()
         if replicas is not None:
             replicas.dispose_sync(close=False)
         if engines is not None:
@@ -611,20 +611,10 @@ class _AsyncUnitOfWork:
             finally:
                 await session.__aexit__(exc_type, exc, tb)  # closes (shielded from cancel)
         except Exception as failure:
-            await self._raise_translated(failure)
+            await _raise_translated(self._database, self._route, failure)
             raise
         if isinstance(exc, Exception):
-            await self._raise_translated(exc)
-
-    async def _raise_translated(self, exc: Exception) -> None:
-        route = self._route
-        if route is not None:
-            moved = await self._database._moved(route, exc)
-            if moved is not None:
-                raise moved from exc
-        mapped = self._database.translate(exc)
-        if mapped is not None and mapped is not exc:
-            raise mapped from exc
+            await _raise_translated(self._database, self._route, exc)
 
 
 _POSITION = text("SELECT pg_current_wal_lsn()::text")
@@ -705,21 +695,21 @@ class _ReadUnitOfWork:
             finally:
                 await connection.close()
         except Exception as failure:
-            await self._raise_translated(failure)
+            await _raise_translated(self._database, self._route, failure)
             raise
         if isinstance(exc, Exception):
-            await self._raise_translated(exc)
-
-    async def _raise_translated(self, exc: Exception) -> None:
-        route = self._route
-        if route is not None:
-            moved = await self._database._moved(route, exc)
-            if moved is not None:
-                raise moved from exc
-        _raise_translated(self._database, exc)
+            await _raise_translated(self._database, self._route, exc)
 
 
-def _raise_translated(database: SQLAlchemyDatabase, exc: Exception) -> None:
+async def _raise_translated(
+    database: SQLAlchemyDatabase, route: _Route | None, exc: Exception
+) -> None:
+    """Raise ``exc`` as its ``db_shared`` error: ``TenantMovedError`` when a fleet route's
+    tenant was found moved (``SQLAlchemyDatabase._moved``), else its translation."""
+    if route is not None:
+        moved = await database._moved(route, exc)
+        if moved is not None:
+            raise moved from exc
     mapped = database.translate(exc)
     if mapped is not None and mapped is not exc:
         raise mapped from exc

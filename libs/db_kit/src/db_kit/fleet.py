@@ -15,7 +15,6 @@ import threading
 from collections.abc import Callable
 
 from prometheus_client import Gauge
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db_kit.engine import Engines, build_engines
 from db_kit.replicas import ReplicaSet
@@ -112,22 +111,21 @@ class ServerEngines:
         if name in self._replicas:
             return self._replicas[name]
         server = self.server(name)
-        replicas: ReplicaSet | None = None
-        if server.replicas:
-            engines = self.engines(name)
-
-            def primary() -> AsyncEngine:
-                return engines.async_engine
-
-            replicas = ReplicaSet(
-                server,
-                self.settings,
-                database=f"{self.name}:{name}",
-                primary=primary,
-                prepare=self._prepare,
-            )
-        with self._lock:
-            return self._replicas.setdefault(name, replicas)
+        engines = self.engines(name) if server.replicas else None
+        with self._lock:  # built once (creating engines does not connect)
+            if name not in self._replicas:
+                replicas: ReplicaSet | None = None
+                if engines is not None:
+                    primary = engines.async_engine
+                    replicas = ReplicaSet(
+                        server,
+                        self.settings,
+                        database=f"{self.name}:{name}",
+                        primary=lambda: primary,
+                        prepare=self._prepare,
+                    )
+                self._replicas[name] = replicas
+            return self._replicas[name]
 
     def all_replicas(self) -> list[ReplicaSet]:
         """Every server's replica set (built now when needed): health and metrics."""

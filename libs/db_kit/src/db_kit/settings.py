@@ -20,7 +20,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -181,10 +188,6 @@ def _where(url: URL) -> tuple[object, ...]:
     return (url.host, url.port or 5432, url.query.get("host"), url.query.get("port"))
 
 
-def _target_key(url: URL) -> tuple[object, ...]:
-    return _where(url)
-
-
 class PlacementPolicy(StrEnum):
     """Where ``tenants create`` puts a new tenant when no ``--server`` is given."""
 
@@ -297,6 +300,10 @@ class DatabaseSettings(BaseSettings):
     servers: str | None = Field(default=None, repr=False)
     # Where new tenants go when no server is named (<PREFIX>PLACEMENT): fewest or explicit.
     placement: PlacementPolicy = PlacementPolicy.FEWEST
+    # fleet()'s answer, with the values it was parsed from.
+    _fleet_cache: tuple[tuple[object, ...], dict[str, ServerSettings]] | None = PrivateAttr(
+        default=None
+    )
 
     @field_validator("registry_listen_url", mode="before")
     @classmethod
@@ -340,12 +347,20 @@ class DatabaseSettings(BaseSettings):
 
     def fleet(self) -> dict[str, ServerSettings]:
         """The servers of this database: ``<PREFIX>SERVERS``, or one server (``main``) on
-        the main URL with no replicas when unset.
+        the main URL with no replicas when unset. Parsed once per value of the settings it
+        reads (routing asks often); a copy of the dict is returned.
 
         One server is the home server: its primary is what the main URL names (password
         aside), and it holds the tenant registry. A server whose primary is left out is the
         main URL's; with one server and the main URL unset, its primary is the main URL.
         """
+        key = (self.url, self.servers, self.environment)
+        cached = self._fleet_cache
+        if cached is None or cached[0] != key:
+            cached = self._fleet_cache = (key, self._parse_fleet())
+        return dict(cached[1])
+
+    def _parse_fleet(self) -> dict[str, ServerSettings]:
         variable = self.servers_variable
         if not self.servers or not self.servers.strip():
             url = self.validated_url()
@@ -376,7 +391,7 @@ class DatabaseSettings(BaseSettings):
             fleet[name] = server
         targets: dict[tuple[object, ...], str] = {}
         for name, server in fleet.items():
-            key = _target_key(server.primary)
+            key = _where(server.primary)
             if key in targets:
                 raise ConfigurationError(
                     f"{variable}: servers {targets[key]!r} and {name!r} have their primary on "

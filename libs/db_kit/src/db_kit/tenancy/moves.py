@@ -528,13 +528,7 @@ class TenantMover:
                 ).first()
                 is None
             ):
-                info = conninfo(source.url).replace("'", "''")
-                conn.execute(
-                    text(
-                        f"CREATE SUBSCRIPTION {q(name)} CONNECTION '{info}' "
-                        f"PUBLICATION {q(name)} WITH (slot_name = '{name}')"
-                    )
-                )
+                _create_subscription(conn, name, source)
             deadline = time.monotonic() + self.sync_timeout
             while True:
                 ready, total = conn.execute(
@@ -883,3 +877,27 @@ class TenantMover:
 def _columns(model: type[Any]) -> list[Any]:
     """The columns of ``model``'s table, for Core selects of whole rows."""
     return list(model.__table__.columns)
+
+
+def _create_subscription(conn: Connection, name: str, source: _Place) -> None:
+    """``CREATE SUBSCRIPTION`` on ``conn`` to ``source``'s publication ``name``.
+
+    The statement carries the source's password (a utility statement takes no bound
+    parameters): it goes straight to the driver, past SQLAlchemy's statement log and echo,
+    and a failure is reported by the server's words alone, never with the statement.
+    """
+    info = conninfo(source.url).replace("'", "''")
+    raw = conn.connection.dbapi_connection
+    assert isinstance(raw, psycopg.Connection)
+    try:
+        with raw.cursor() as cursor:
+            cursor.execute(
+                f"CREATE SUBSCRIPTION {q(name)} CONNECTION '{info}' "
+                f"PUBLICATION {q(name)} WITH (slot_name = '{name}')"
+            )
+    except psycopg.Error as exc:
+        raise MoveError(
+            f"the target could not subscribe to {source.server}: {first_line(exc)} (the "
+            "target server connects to the source with the source's URL: check that it can "
+            "reach that host and port and that the role may replicate)"
+        ) from None
