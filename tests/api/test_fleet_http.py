@@ -24,7 +24,7 @@ from core_db.settings import CoreSettings
 from db_kit.database import SQLAlchemyDatabase
 from db_kit.migrations.migrator import Migrator
 from db_kit.migrations.schema_tenants import SchemaTenantMigrator
-from db_tools.fleet_testing import PostgresFleet
+from db_tools.fleet_testing import PostgresFleet, fleet_environment
 from my_api.main import MyApiRouting, create_app
 
 pytest_plugins = ["db_tools.fleet_testing"]
@@ -55,23 +55,11 @@ class Fleet:
 def fleet(pg_fleet: PostgresFleet) -> Iterator[Fleet]:
     urls = {name: pg_fleet[name].create_database("fleet_http") for name in ("pg1", "pg2")}
     home = urls["pg1"]
-    for url in urls.values():
-        Migrator(REGISTRY, url).upgrade()
-        Migrator(core_db.CONFIG, url).upgrade()
-    head = SchemaTenantMigrator(core_db.CONFIG, home).head()
-    for slug, server in PLACEMENT.items():
-        # The schema on its server; the registry row on the home server only.
-        SchemaTenantMigrator(core_db.CONFIG, urls[server]).create(slug)
-        if server != "pg1":
-            _sql(urls[server], "DELETE FROM core.tenants WHERE slug = :s", s=slug)
-            _sql(
-                home,
-                "INSERT INTO core.tenants (slug, name, schema_name, status, server, revision) "
-                "VALUES (:s, :s, :schema, 'active', :server, :head)",
-                s=slug, schema=f"tenant_{slug}", server=server, head=head,
-            )  # fmt: skip
-        else:
-            _sql(home, "UPDATE core.tenants SET server = 'pg1' WHERE slug = :s", s=slug)
+    Migrator(REGISTRY, home).upgrade()
+    Migrator(core_db.CONFIG, home).upgrade()
+    with fleet_environment(core_db.CONFIG, urls):
+        for slug, server in PLACEMENT.items():
+            SchemaTenantMigrator(core_db.CONFIG).create(slug, server=server)
     servers = {n: {"primary": u.render_as_string(hide_password=False)} for n, u in urls.items()}
     settings = CoreSettings(
         url=home.render_as_string(hide_password=False),

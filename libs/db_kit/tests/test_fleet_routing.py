@@ -29,7 +29,7 @@ from db_kit.migrations.migrator import Migrator
 from db_kit.migrations.schema_tenants import SchemaTenantMigrator
 from db_shared import DatabaseUnavailableError, NotFoundError, transact
 from db_shared.tenancy import TenantMovedError, UnknownTenantError, tenant_context
-from db_tools.fleet_testing import PostgresFleet
+from db_tools.fleet_testing import PostgresFleet, fleet_environment
 
 pytest_plugins = ["db_tools.fleet_testing"]
 pytestmark = pytest.mark.slow
@@ -63,27 +63,6 @@ class Fleet:
         return self.ports[PLACEMENT[slug] or "pg1"]
 
 
-def _place(home: URL, slug: str, server: str | None, schema_made_on: URL) -> None:
-    """Provision ``slug``'s schema on a server, and register it on the home server."""
-    SchemaTenantMigrator(core_db.CONFIG, schema_made_on).create(slug)
-    if schema_made_on != home:
-        # The registry row lives on the home server; the one made beside the schema goes.
-        _sql(schema_made_on, "DELETE FROM core.tenants WHERE slug = :s", s=slug)
-        _sql(
-            home,
-            "INSERT INTO core.tenants (slug, name, schema_name, status, server, revision) "
-            "VALUES (:s, :s, :schema, 'active', :server, :rev)",
-            s=slug,
-            schema=f"tenant_{slug}",
-            server=server,
-            rev=SchemaTenantMigrator(core_db.CONFIG, home).head(),
-        )
-    else:
-        _sql(
-            home, "UPDATE core.tenants SET server = :server WHERE slug = :s", s=slug, server=server
-        )
-
-
 def _sql(url: URL, statement: str, **params: object) -> None:
     from sqlalchemy import create_engine
 
@@ -98,11 +77,14 @@ def _sql(url: URL, statement: str, **params: object) -> None:
 @pytest.fixture(scope="module")
 def fleet(pg_fleet: PostgresFleet) -> Iterator[Fleet]:
     urls = {name: pg_fleet[name].create_database("fleet_routing") for name in ("pg1", "pg2")}
-    for url in urls.values():
-        Migrator(REGISTRY, url).upgrade()
-        Migrator(core_db.CONFIG, url).upgrade()
-    for slug, server in PLACEMENT.items():
-        _place(urls["pg1"], slug, server, urls[server or "pg1"])
+    # The home server holds the registry; pg2 needs nothing but its database.
+    Migrator(REGISTRY, urls["pg1"]).upgrade()
+    Migrator(core_db.CONFIG, urls["pg1"]).upgrade()
+    with fleet_environment(core_db.CONFIG, urls):
+        for slug, server in PLACEMENT.items():
+            SchemaTenantMigrator(core_db.CONFIG).create(slug, server=server or "pg1")
+    # A row from before the fleet names no server: the home one.
+    _sql(urls["pg1"], "UPDATE core.tenants SET server = NULL WHERE slug = 'globex'")
     for slug, server in PLACEMENT.items():
         # The same primary key in every tenant; the email names the tenant and its server.
         _sql(
@@ -296,20 +278,12 @@ def _move_hooli_to_pg2_and_drop(home: URL, pg2: URL) -> None:
     _sql(home, "DROP SCHEMA tenant_hooli CASCADE")
 
 
-def test_rename_and_clone_of_a_tenant_on_another_server(
-    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_rename_and_clone_of_a_tenant_on_another_server(fleet: Fleet) -> None:
     """The registry is on pg1, the tenant's schema on pg2: rename renames the schema on
     pg2; clone makes the copy on pg2 too. Both are then routed there."""
     from db_kit.tenancy.admin import TenantAdmin
 
-    settings = fleet.settings()
-    monkeypatch.setenv("DATABASE_URL", fleet.urls["pg1"].render_as_string(hide_password=False))
-    monkeypatch.setenv("CORE_DB_SERVERS", str(settings.servers))
-    monkeypatch.setenv("ENVIRONMENT", "test")
-    core_db.CONFIG.reset()
-    REGISTRY.reset()
-    try:
+    with fleet_environment(core_db.CONFIG, fleet.urls):
         admin = TenantAdmin(core_db.CONFIG, actor="test")
         created = admin.create("wayne", server="pg2")
         assert created.server == "pg2"
@@ -347,8 +321,6 @@ def test_rename_and_clone_of_a_tenant_on_another_server(
             )
             == []
         )
-    finally:
-        core_db.CONFIG.reset()
 
 
 def _sql_rows(url: URL, statement: str) -> list[tuple[object, ...]]:

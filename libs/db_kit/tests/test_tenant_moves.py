@@ -34,7 +34,7 @@ from db_kit.tenancy.moves import MoveError, MoveMethod, TenantMover
 from db_kit.tenancy.registry import MovePhase
 from db_shared import DatabaseUnavailableError, RetryableError
 from db_shared.tenancy import tenant_context
-from db_tools.fleet_testing import PostgresFleet
+from db_tools.fleet_testing import PostgresFleet, fleet_environment
 
 pytest_plugins = ["db_tools.fleet_testing"]
 pytestmark = pytest.mark.slow
@@ -71,8 +71,8 @@ class Fleet:
     def new_tenant(self, rows: int = 200) -> str:
         """A tenant on pg1 with ``rows`` users (ids 1..rows)."""
         slug = f"mv_{uuid.uuid4().hex[:8]}"
-        SchemaTenantMigrator(core_db.CONFIG, self.urls["pg1"]).create(slug)
-        _sql(self.urls["pg1"], "UPDATE core.tenants SET server = 'pg1' WHERE slug = :s", s=slug)
+        with fleet_environment(core_db.CONFIG, self.urls):
+            SchemaTenantMigrator(core_db.CONFIG).create(slug, server="pg1")
         _sql(
             self.urls["pg1"],
             f"INSERT INTO tenant_{slug}.auth_users (email) "
@@ -110,9 +110,9 @@ class Fleet:
 @pytest.fixture(scope="module")
 def fleet(pg_fleet: PostgresFleet) -> Iterator[Fleet]:
     urls = {name: pg_fleet[name].create_database("moves") for name in ("pg1", "pg2")}
-    for url in urls.values():
-        Migrator(REGISTRY, url).upgrade()
-        Migrator(core_db.CONFIG, url).upgrade()
+    # The registry is on the home server; a move makes what it needs on pg2.
+    Migrator(REGISTRY, urls["pg1"]).upgrade()
+    Migrator(core_db.CONFIG, urls["pg1"]).upgrade()
     yield Fleet(urls)
     for name, url in urls.items():
         pg_fleet[name].drop_database(url)

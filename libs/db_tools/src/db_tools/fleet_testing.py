@@ -23,6 +23,7 @@ it, too late for assertion rewriting (pytest would warn); it asserts nothing of 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -40,7 +41,8 @@ import psycopg
 import pytest
 from sqlalchemy.engine import URL
 
-from db_kit.settings import DRIVER
+from db_kit.config import DatabaseConfig
+from db_kit.settings import DRIVER, DatabaseSettings
 from db_shared.errors import ConfigurationError
 from db_tools.embedded import SYSTEM_USER, bin_dir, system_user
 from db_tools.testing import PostgresServer, unused_port
@@ -51,6 +53,7 @@ __all__ = [
     "FleetServer",
     "PostgresFleet",
     "ReplicaServer",
+    "fleet_environment",
     "lsn_to_int",
     "multi_host_url",
     "pg_fleet",
@@ -367,6 +370,38 @@ class ReplicaServer(FleetServer):
         began = time.perf_counter()
         _run("pg_ctl", "-D", str(self.pgdata), "-w", "-t", "60", "promote")
         self.timings["promote"] = time.perf_counter() - began
+
+
+@contextlib.contextmanager
+def fleet_environment(
+    config: DatabaseConfig, urls: dict[str, URL], *, home: str = "pg1"
+) -> Iterator[DatabaseSettings]:
+    """For the block, the environment the tools read for a fleet: ``config``'s main URL
+    variable naming ``urls[home]`` and ``<PREFIX>SERVERS`` naming every server's primary
+    (``ENVIRONMENT=test``); ``config`` (and its registry) re-read their settings on entry
+    and exit. Yields the settings, so ``SchemaTenantMigrator(config).create(slug,
+    server=...)`` places tenants exactly as ``db NAME tenants create --server`` does."""
+
+    def reread() -> None:
+        config.reset()
+        if config.registry is not None:
+            config.registry.reset()
+
+    prefix = str(config.settings_class.model_config.get("env_prefix", "")).upper()
+    servers = {
+        name: {"primary": url.render_as_string(hide_password=False)} for name, url in urls.items()
+    }
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(
+            config.settings_class.url_variable, urls[home].render_as_string(hide_password=False)
+        )
+        env.setenv(f"{prefix}SERVERS", json.dumps(servers))
+        env.setenv("ENVIRONMENT", "test")
+        reread()
+        try:
+            yield config.settings()
+        finally:
+            reread()
 
 
 def multi_host_url(
