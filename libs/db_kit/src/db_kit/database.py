@@ -18,7 +18,13 @@ from sqlalchemy.orm import Session
 
 from db_kit.config import DatabaseConfig
 from db_kit.engine import WROTE, Engines, build_engines
-from db_kit.errors import ConstraintColumns, sqlstate, translate, translating
+from db_kit.errors import (
+    TENANT_GONE_SQLSTATES,
+    ConstraintColumns,
+    sqlstate,
+    translate,
+    translating,
+)
 from db_kit.fleet import SERVER_UP, ServerEngines
 from db_kit.replicas import ReplicaSet, ReplicaState
 from db_kit.settings import DatabaseSettings, ServerSettings, same_target
@@ -28,10 +34,6 @@ from db_kit.tenancy.schemas import TENANT_BIND_CACHE, SchemaRouter
 from db_shared.errors import DatabaseError
 from db_shared.positions import note_write, parse_lsn, required_position
 from db_shared.tenancy import TenantMovedError, UnknownTenantError, current_tenant
-
-# SQLSTATEs a session gets when its tenant's schema is not (or no longer) on the server it
-# was routed to: undefined table, invalid schema name, insufficient privilege.
-TENANT_GONE = frozenset({"42P01", "3F000", "42501"})
 
 T = TypeVar("T")
 
@@ -181,7 +183,7 @@ class SQLAlchemyDatabase:
     async def _moved(self, route: _Route, exc: BaseException) -> TenantMovedError | None:
         """After a failure with a tenant-gone SQLSTATE: the placement read again; a
         ``TenantMovedError`` when it changed (the unit of work may run again, elsewhere)."""
-        if sqlstate(exc) not in TENANT_GONE:
+        if sqlstate(exc) not in TENANT_GONE_SQLSTATES:
             return None
         before = route.entry
         try:

@@ -39,6 +39,10 @@ _INTEGRITY: dict[str, type[IntegrityViolationError]] = {
 }
 # Server-side states meaning "this server cannot serve you now", besides class 08.
 _UNAVAILABLE = {"57P01", "57P02", "57P03", "53300", "53400"}
+# What a unit of work meets when its tenant's data is not (or no longer) where it was
+# routed: undefined table, invalid schema name, no such database, insufficient privilege.
+# The fleet's routing then reads the tenant's placement again (TenantMovedError).
+TENANT_GONE_SQLSTATES = frozenset({"42P01", "3F000", "3D000", "42501"})
 # read_only_sql_transaction: a write on a server in recovery (see translate).
 READ_ONLY_SQLSTATE = "25006"
 

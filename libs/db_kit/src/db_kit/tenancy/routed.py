@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from db_kit.config import DatabaseConfig
 from db_kit.database import SQLAlchemyDatabase, track
 from db_kit.engine import Engines
-from db_kit.errors import ConstraintColumns, sqlstate
+from db_kit.errors import TENANT_GONE_SQLSTATES, ConstraintColumns, sqlstate
 from db_kit.replicas import ReplicaSet
 from db_kit.settings import DatabaseSettings, ServerSettings
 from db_kit.tenancy.engine_cache import EngineCache, TenantDatabaseUnavailableError
@@ -49,9 +49,8 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-# SQLSTATEs of a tenant database that is not (or no longer) where it was routed: the
-# database does not exist, or the role may not use it (a move revokes CONNECT).
-TENANT_GONE = frozenset({"3D000", "42501", "42P01"})
+# At connect time (no SQLSTATE): the server's words for a database that is not there, or
+# that the role may not use (a move renames it away or revokes CONNECT).
 _GONE_WORDS = ("does not exist", "permission denied")
 
 # The control database's pool, for registry lookups only.
@@ -543,7 +542,7 @@ def _gone(exc: BaseException) -> bool:
     there: its SQLSTATE, or at connect time (no SQLSTATE) the server's words."""
     seen: BaseException | None = exc
     while seen is not None:
-        if sqlstate(seen) in TENANT_GONE:
+        if sqlstate(seen) in TENANT_GONE_SQLSTATES:
             return True
         if isinstance(seen, TenantDatabaseUnavailableError) and any(
             words in str(seen) for words in _GONE_WORDS
